@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 from absl import app, flags
 import numpy as np
 
-from ttt_jax.arc import io, splits
+from ttt_jax.arc import augment, io, splits
 from ttt_jax.arc.task import Task
 from ttt_jax.eval import scoring, submission as submission_lib
 
@@ -35,28 +35,14 @@ _SUBMISSION = flags.DEFINE_string(
     "submission", None, "Score this submission.json instead of running the baseline.")
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where to write submission/scores/table.")
 
-# The 8 symmetries of the square, as functions of a grid; identity first so ties go to it.
-D4 = {
-    "identity": lambda x: x,
-    "rot90": lambda x: np.rot90(x, 1),
-    "rot180": lambda x: np.rot90(x, 2),
-    "rot270": lambda x: np.rot90(x, 3),
-    "flip_ud": np.flipud,
-    "flip_lr": np.fliplr,
-    "transpose": lambda x: x.T,
-    "anti_transpose": lambda x: np.rot90(x, 2).T,
-}
+def best_d4_transform(task: Task) -> augment.Transform:
+  """The rotation/flip mapping the most demonstration inputs exactly to their outputs.
 
-
-def best_d4_transform(task: Task) -> str:
-  """The D4 transform mapping the most demonstration inputs exactly to their outputs.
-
-  Ties go to the first in ``D4`` order; ``identity`` when none maps any.
+  Ties go to the first in ``augment.D4`` order (identity first); identity when none
+  maps any demonstration.
   """
-  hits = {name: sum(np.array_equal(f(p.input), p.output) for p in task.train)
-          for name, f in D4.items()}
-  best = max(hits.values())
-  return next(name for name, h in hits.items() if h == best) if best else "identity"
+  hits = [sum(np.array_equal(t(p.input), p.output) for p in task.train) for t in augment.D4]
+  return augment.D4[int(np.argmax(hits))]  # argmax: first of the maxima
 
 
 def baseline_attempts(task: Task) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -65,8 +51,8 @@ def baseline_attempts(task: Task) -> list[tuple[np.ndarray, np.ndarray]]:
   Solves only tasks whose answer is the input or a rotation/flip of it: a floor
   that any learned method must beat, not a method.
   """
-  name = best_d4_transform(task)
-  return [(p.input.copy(), np.ascontiguousarray(D4[name](p.input))) for p in task.test]
+  t = best_d4_transform(task)
+  return [(p.input.copy(), t(p.input)) for p in task.test]
 
 
 def evaluate(tasks_spec: str = "dev80", *, solutions_path: Optional[str] = None,

@@ -33,9 +33,9 @@ def task_dir(tmp_path):
 
 
 def test_best_d4_transform():
-  assert evaluate.best_d4_transform(TASKS[0]) == "identity"
-  assert evaluate.best_d4_transform(TASKS[1]) == "rot90"
-  assert evaluate.best_d4_transform(TASKS[2]) == "identity"  # nothing maps: default
+  assert evaluate.best_d4_transform(TASKS[0]).name == "identity"
+  assert evaluate.best_d4_transform(TASKS[1]).name == "rot90"
+  assert evaluate.best_d4_transform(TASKS[2]).name == "identity"  # nothing maps: default
 
 
 def test_baseline_end_to_end(task_dir, tmp_path):
