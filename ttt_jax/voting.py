@@ -9,7 +9,7 @@ Grids are compared exactly: same shape and same cell values.
 
 Two rules are provided:
 
-* ``hierarchical_vote`` -- the paper's two-stage vote (Akyürek et al. 2024, sec. 5):
+* ``hierarchical_vote`` -- the paper's two-stage vote (Akyürek et al., arXiv 2411.07279):
   top 3 grids inside each transform group (filled with row- and column-wise majority
   grids when a group has fewer than 3 distinct grids), then the grids picked by the
   most groups, ties to the identity view.
