@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ttt_jax.data.tokens import VOCAB_SIZE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,27 +28,26 @@ def random_examples(rng: np.random.Generator, n: int, lo: int = 8, hi: int = 30)
   return out
 
 
-def standin_init(key, dim=16):
-  k = jax.random.split(key, 4)
-  params = {"embed": jax.random.normal(k[0], (VOCAB_SIZE, dim)) * 0.5,
-            "pos": jax.random.normal(k[1], (64, dim)) * 0.1,
-            "w": jax.random.normal(k[2], (dim, dim)) / dim**0.5,
-            "norm": jnp.ones((dim,)),
-            "out": jax.random.normal(k[3], (dim, VOCAB_SIZE)) / dim**0.5}
-  return params
+def tiny_model(rank: int = 4):
+  """(model cfg, lora cfg, apply_fn) of the real tiny model, float32 for tight comparisons."""
+  from ttt_jax.model import config, lora, transformer
+  cfg = config.get_config("tiny").replace(dtype="float32")
+  lcfg = lora.LoraConfig(rank=rank, alpha=2.0 * rank)
+  return cfg, lcfg, functools.partial(transformer.forward, cfg=cfg, lora_cfg=lcfg)
 
 
-def standin_lora(key, dim=16, rank=4):
-  return {"w": {"a": jax.random.normal(key, (dim, rank)) * 0.1, "b": jnp.zeros((rank, dim))}}
+def tiny_params(cfg, seed: int = 0):
+  from ttt_jax.model import transformer
+  return transformer.init_params(cfg, jax.random.key(seed))
 
 
-def standin_apply(params, adapter, tokens_BxT, positions_BxT, mask_BxT):
-  """Causal toy LM: running mean of embeddings, one (LoRA-able) dense layer."""
-  h = params["embed"][tokens_BxT] + params["pos"][positions_BxT]
-  h = h * mask_BxT[..., None]
-  ctx = jnp.cumsum(h, axis=1) / jnp.arange(1, h.shape[1] + 1)[None, :, None]
-  w = params["w"]
-  if adapter is not None:
-    w = w + adapter["w"]["a"] @ adapter["w"]["b"]
-  y = jnp.tanh(ctx @ w) * params["norm"]
-  return (y @ params["out"]).astype(jnp.float32)
+def tiny_adapter(cfg, lcfg, seed: int = 1, b_scale: float = 0.0):
+  """A LoRA adapter; ``b_scale`` > 0 makes B non-zero so the adapter changes the output."""
+  from ttt_jax.model import lora
+  ad = lora.init_lora(cfg, lcfg, jax.random.key(seed))
+  if b_scale:
+    leaves, tdef = jax.tree.flatten(ad)
+    keys = jax.random.split(jax.random.key(seed + 7), len(leaves))
+    leaves = [x + b_scale * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
+    ad = jax.tree.unflatten(tdef, leaves)
+  return ad
