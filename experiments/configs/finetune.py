@@ -1,0 +1,59 @@
+"""Initial fine-tuning config. Presets: ``finetune.py`` (arc-small, full FT), ``finetune.py:quick``
+(tiny model, a couple of CPU minutes), ``finetune.py:lora`` (LoRA instead of full fine-tuning).
+
+Override anything from the command line, e.g. ``--config.steps=500 --config.optim.learning_rate=1e-4``.
+"""
+
+from ml_collections import config_dict
+
+
+def get_config(preset: str = "") -> config_dict.ConfigDict:
+  c = config_dict.ConfigDict()
+  c.model = "arc-small"  # preset of ttt_jax.model.config
+  c.model_overrides = config_dict.ConfigDict()  # e.g. {"dtype": "float32", "remat": True}
+  c.init_params = ""  # directory written by a previous run's save_params (out_dir/params)
+  c.lora = config_dict.ConfigDict(dict(enabled=False, rank=64, alpha=16.0,
+                                       targets=("q", "v", "o", "gate", "up", "down")))
+  # The paper's initial fine-tuning: lr 2.5e-5, batch 32, cosine with 2k warmup, up to 16k steps.
+  c.optim = config_dict.ConfigDict(dict(
+      learning_rate=2.5e-5, warmup_steps=2000, warmup_frac=0.0, final_lr_frac=0.0,
+      weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-8, clip_norm=1.0, accum_steps=1))
+  c.steps = 16_000
+  c.batch_size = 32
+  c.max_tokens = 8192  # examples longer than this lose leading demonstrations (or are skipped)
+  c.min_bucket = 256  # padded lengths are powers of two from here up to max_tokens
+  c.seed = 0
+  c.data = config_dict.ConfigDict(dict(
+      train_tasks="arc1-train",  # any ttt_jax.arc.io.load_tasks spec
+      augment=True,  # a random paper augmentation per task draw
+      loss_mode="all_outputs",
+      eval_tasks="dev80",  # held-out loss on these tasks' test pairs ("" to disable)
+      num_eval_tasks=32))
+  c.out_dir = "runs/finetune"
+  c.log_every = 10
+  c.eval_every = 500
+  c.checkpoint_every = 500
+  c.keep_checkpoints = 3
+  c.async_checkpoint = True
+  c.peak_flops_per_device = 0.0  # 0: look up by device kind (MFU not logged on CPU)
+  c.mesh = config_dict.ConfigDict(dict(data=-1, fsdp=1, model=1))
+
+  if preset == "quick":  # tiny model on CPU in about two minutes
+    c.model = "tiny"
+    c.model_overrides = config_dict.ConfigDict(dict(max_seq_len=1024, dtype="float32"))
+    c.optim.learning_rate = 1e-3
+    c.optim.warmup_steps = 20
+    c.steps = 150
+    c.batch_size = 8
+    c.max_tokens = 1024
+    c.min_bucket = 128
+    c.data.num_eval_tasks = 16
+    c.out_dir = "runs/finetune_quick"
+    c.eval_every = 50
+    c.checkpoint_every = 50
+  elif preset == "lora":
+    c.lora.enabled = True
+    c.optim.learning_rate = 1e-4
+  elif preset:
+    raise ValueError(f"unknown finetune preset {preset!r}; known: quick, lora")
+  return c

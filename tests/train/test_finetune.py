@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+import itertools
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from experiments.configs import finetune as finetune_config
+from ttt_jax.arc.task import Pair, Task
+from ttt_jax.data import loo
+from ttt_jax.train import checkpoint, finetune, task_stream
+
+
+def synthetic_stream(seed: int):
+  """Small flip tasks; the task at a position depends only on (seed, position)."""
+
+  def at(position: int) -> Task:
+    rng = np.random.default_rng((seed, position))
+    side = int(rng.integers(2, 4))
+    pairs = []
+    for _ in range(3):
+      g = rng.integers(0, 10, size=(side, side)).astype(np.int8)
+      pairs.append(Pair(g, g[:, ::-1].copy()))
+    return Task(f"syn{position}", tuple(pairs[:2]), tuple(pairs[2:]))
+
+  return lambda start: (at(p) for p in itertools.count(start))
+
+
+def tiny_config(out_dir: str, steps: int = 6):
+  c = finetune_config.get_config("quick")
+  c.model_overrides.max_seq_len = 128
+  c.out_dir = out_dir
+  c.steps = steps
+  c.batch_size = 2
+  c.max_tokens = 128
+  c.min_bucket = 64
+  c.optim.warmup_steps = 2
+  c.log_every = 1
+  c.eval_every = 3
+  c.checkpoint_every = 2
+  c.keep_checkpoints = 2
+  c.async_checkpoint = False
+  return c
+
+
+def eval_examples():
+  tasks = itertools.islice(synthetic_stream(seed=99)(0), 3)
+  return [task_stream.episode_for_task(t, max_tokens=128) for t in tasks]
+
+
+def losses(out_dir: str) -> dict[int, tuple[float, float | None]]:
+  out = {}
+  with open(os.path.join(out_dir, "metrics.jsonl")) as f:
+    for line in f:
+      r = json.loads(line)
+      out[r["step"]] = (r["loss"], r.get("eval_loss"))  # a resumed run overwrites redone steps
+  return out
+
+
+class Crash(RuntimeError):
+  pass
+
+
+def test_killed_run_resumes_with_the_same_loss_curve(tmp_path):
+  kw = dict(make_stream=synthetic_stream(0), eval_examples=eval_examples())
+  full = finetune.run_finetune(tiny_config(str(tmp_path / "a")), **kw)
+  assert full["status"] == "done" and full["step"] == 6
+
+  def crash_at_5(step, record):
+    if step == 5:
+      raise Crash()
+
+  with pytest.raises(Crash):
+    finetune.run_finetune(tiny_config(str(tmp_path / "b")), on_step=crash_at_5, **kw)
+  ckpt = checkpoint.Checkpointer(str(tmp_path / "b" / "checkpoints"), async_save=False)
+  assert ckpt.latest_step() == 4  # killed after step 5, last checkpoint at 4
+  ckpt.close()
+  resumed = finetune.run_finetune(tiny_config(str(tmp_path / "b")), **kw)
+  assert resumed["status"] == "done" and resumed["step"] == 6
+
+  a, b = losses(str(tmp_path / "a")), losses(str(tmp_path / "b"))
+  assert sorted(a) == sorted(b) == list(range(1, 7))
+  for s in a:
+    np.testing.assert_allclose(b[s][0], a[s][0], rtol=1e-6)
+  assert a[3][1] is not None and a[6][1] is not None
+  np.testing.assert_allclose(b[6][1], a[6][1], rtol=1e-6)
+  pa = checkpoint.load_params(str(tmp_path / "a" / "params"))
+  pb = checkpoint.load_params(str(tmp_path / "b" / "params"))
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7), pa, pb)
+  # keeps the last N checkpoints only
+  ckpt = checkpoint.Checkpointer(str(tmp_path / "a" / "checkpoints"), async_save=False)
+  assert ckpt.all_steps() == [4, 6]
+  ckpt.close()
+
+
+def test_stops_on_nan_without_checkpointing(tmp_path):
+  from ttt_jax.model import transformer
+  c = tiny_config(str(tmp_path), steps=4)
+  mcfg, _, _ = finetune.model_setup(c)
+  params = transformer.init_params(mcfg, jax.random.key(0))
+  params["final_norm"]["scale"] = params["final_norm"]["scale"] * np.nan
+  out = finetune.run_finetune(c, make_stream=synthetic_stream(0), eval_examples=[],
+                              init_params=params)
+  assert out["status"] == "nan" and out["step"] == 1
+  assert not os.path.exists(tmp_path / "params")
+  ckpt = checkpoint.Checkpointer(str(tmp_path / "checkpoints"), async_save=False)
+  assert ckpt.latest_step() is None
+  ckpt.close()
+
+
+def test_default_stream_is_deterministic_and_resumable():
+  from ttt_jax.arc import io
+  tasks, _ = io.load_tasks("arc1-train:5")
+  make = task_stream.augmented_task_stream(tasks, seed=3)
+  first = list(itertools.islice(make(0), 8))
+  tail = list(itertools.islice(make(5), 3))
+  for x, y in zip(first[5:], tail):
+    assert x.task_id == y.task_id
+    for p, q in zip(x.train, y.train):
+      np.testing.assert_array_equal(p.input, q.input)
+  assert len({t.task_id.split("/")[0] for t in first[:5]}) == 5  # a permutation per epoch
