@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+
+from ttt_jax.arc.task import Pair, Task
+from ttt_jax.parallel import mesh as mesh_lib
+from ttt_jax.train import checkpoint, ttt
+from ttt_jax.train.optim import ttt_optim_config
+
+from conftest import tiny_model, tiny_params
+
+CFG, LCFG, _ = tiny_model()
+OCFG = ttt_optim_config("tiny", learning_rate=1e-2)
+TCFG = ttt.TTTConfig(batch_size=2, epochs=1, n_max=6, max_tokens=128, min_bucket=128, augment=False,
+                     log_every=0)
+
+
+def make_task(i: int, n_pairs: int) -> Task:
+  rng = np.random.default_rng(i)
+  pairs = []
+  for _ in range(n_pairs + 1):
+    g = rng.integers(0, 10, size=(2, 3)).astype(np.int8)
+    pairs.append(Pair(g, g[::-1].copy()))
+  return Task(f"t{i}", tuple(pairs[:n_pairs]), tuple(pairs[n_pairs:]))
+
+
+TASKS = [make_task(0, 3), make_task(1, 2), make_task(2, 4), make_task(3, 1)]  # t3: no LOO data
+
+
+def test_grouped_ttt_equals_one_task_at_a_time_and_reruns_skip(tmp_path):
+  params = tiny_params(CFG)
+  mesh = mesh_lib.make_mesh()
+  grouped = ttt.run_ttt(TASKS, params, mcfg=CFG, lcfg=LCFG, ocfg=OCFG,
+                        tcfg=TCFG.replace(group_size=3), out_dir=str(tmp_path / "g"), mesh=mesh)
+  assert sorted(grouped["trained"]) == ["t0", "t1", "t2"] and grouped["no_data"] == ["t3"]
+  single = ttt.run_ttt(TASKS[:3], params, mcfg=CFG, lcfg=LCFG, ocfg=OCFG,
+                       tcfg=TCFG.replace(group_size=1), out_dir=str(tmp_path / "s"), mesh=mesh)
+  assert sorted(single["trained"]) == ["t0", "t1", "t2"]
+  for t in ("t0", "t1", "t2"):
+    a, meta_a = checkpoint.load_adapter(str(tmp_path / "g" / "adapters"), t)
+    b, meta_b = checkpoint.load_adapter(str(tmp_path / "s" / "adapters"), t)
+    assert meta_a["steps"] == meta_b["steps"] == {"t0": 3, "t1": 1, "t2": 3}[t]
+    assert meta_a["group_size"] == 3
+    if meta_a["steps"] > 1:
+      assert meta_a["final_loss"] < meta_a["first_loss"]
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4, atol=5e-5), a, b)
+    init = ttt.init_adapter(CFG, LCFG, t, TCFG.seed)
+    assert not np.allclose(a["layers"]["attn"]["q"]["b"], init["layers"]["attn"]["q"]["b"])
+  # a rerun skips tasks already done (including the one without data)
+  again = ttt.run_ttt(TASKS, params, mcfg=CFG, lcfg=LCFG, ocfg=OCFG,
+                      tcfg=TCFG.replace(group_size=3), out_dir=str(tmp_path / "g"), mesh=mesh)
+  assert again["trained"] == [] and sorted(again["skipped_done"]) == ["t0", "t1", "t2", "t3"]
+
+
+def test_shared_adapter_mode(tmp_path):
+  out = ttt.run_ttt(TASKS[:3], tiny_params(CFG), mcfg=CFG, lcfg=LCFG, ocfg=OCFG,
+                    tcfg=TCFG.replace(shared_adapter=True), out_dir=str(tmp_path))
+  assert sorted(out["trained"]) == ["t0", "t1", "t2"]
+  a0, m0 = checkpoint.load_adapter(str(tmp_path / "adapters"), "t0")
+  a2, m2 = checkpoint.load_adapter(str(tmp_path / "adapters"), "t2")
+  assert m0["shared"] and m0["steps"] == m2["steps"] and m0["num_examples"] > 5
+  jax.tree.map(np.testing.assert_array_equal, a0, a2)
