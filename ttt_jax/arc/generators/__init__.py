@@ -7,7 +7,8 @@ returns a verified ``ttt_jax.arc.task.Task``. See docs/generators.md.
 from ttt_jax.arc.generators.core import (FAMILIES, Family, GenerationError, Retry, d4,
                                          generate, randomise, register)
 # Importing the theme modules registers their families.
-from ttt_jax.arc.generators import counting, geometry, objects, patterns  # noqa: F401
+from ttt_jax.arc.generators import (composite, counting, drawing, geometry, logic,  # noqa: F401
+                                    objects, patterns)
 
 __all__ = ["FAMILIES", "Family", "GenerationError", "Retry", "d4", "generate", "randomise",
            "register"]
