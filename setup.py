@@ -20,7 +20,7 @@ setup(
     version="0.1.0",
     description="Test-time training for the Abstraction and Reasoning Corpus, in pure JAX.",
     packages=find_packages(include=["ttt_jax", "ttt_jax.*", "experiments", "experiments.*"]),
-    package_data={"ttt_jax": ["eval/data/*.csv", "assets/**/*"]},
+    package_data={"ttt_jax": ["arc/data/*.csv", "assets/**/*"]},
     include_package_data=True,
     python_requires=">=3.10",
     install_requires=CORE,
