@@ -157,3 +157,22 @@ def test_generators_do_not_import_jax():
   code = ("import sys; import ttt_jax.arc.generators, ttt_jax.arc.stream; "
           "assert 'jax' not in sys.modules, 'jax imported'")
   subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_gallery_html_structure():
+  from experiments import gallery  # pylint: disable=import-outside-toplevel
+  page = gallery.render_gallery(["upscale", "fill_enclosed"], per_family=2)
+  assert page.startswith("<!DOCTYPE html>") and page.endswith("</html>")
+  assert page.count('<section class="family"') == 2 and page.count('<div class="task">') == 4
+  assert page.count('<div class="pair test">') == 4
+  assert page.count("<svg") == 2 * page.count('<div class="pair')  # input and output per pair
+  assert 'id="fill_enclosed"' in page and "gen/upscale/1" in page
+  assert "#FF4136" in page  # ARC palette red: enclosed regions are drawn
+
+
+def test_generator_stats_smoke():
+  from experiments import generator_stats  # pylint: disable=import-outside-toplevel
+  rows, summary = generator_stats.run(["upscale", "denoise_pixels"], num_tasks=4)
+  assert [r["family"] for r in rows] == ["upscale", "denoise_pixels"]
+  assert summary["valid_rate"] == 1.0 and summary["min_unique_input_ratio"] >= 0.95
+  assert "| upscale | scaling |" in generator_stats.format_markdown(rows)
