@@ -196,3 +196,20 @@ def noise_grid(rng: np.random.Generator, H: int, W: int, density: float,
   on = rng.random((H, W)) < density
   pick = np.asarray(cols, np.int8)[rng.integers(len(cols), size=(H, W))]
   return np.where(on, pick, BG).astype(np.int8)
+
+
+def add_isolated_pixels(rng: np.random.Generator, grid: Grid, occupied: np.ndarray, n: int,
+                        cols: Sequence[int]) -> None:
+  """Writes n single pixels into grid (in place), each at least one cell from anything."""
+  for _ in range(n):
+    r, c = place(rng, occupied, np.ones((1, 1), bool), gap=1)
+    grid[r, c] = cols[int(rng.integers(len(cols)))]
+
+
+def drop_singletons(inp: Grid) -> Grid:
+  """inp with every 8-isolated single pixel erased."""
+  out = inp.copy()
+  for _, m in components(inp, diag=True, by_colour=False):
+    if m.sum() == 1:
+      out[m] = 0
+  return out

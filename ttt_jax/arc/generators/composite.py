@@ -6,7 +6,6 @@ import numpy as np
 
 from ttt_jax.arc.generators import common as C
 from ttt_jax.arc.generators.core import Retry, d4, register
-from ttt_jax.arc.generators.logic import _drop_singletons, _isolated_pixels
 
 
 @register("crop_largest_then_upscale", "composite")
@@ -69,11 +68,11 @@ class DenoiseThenCrop:
     occ = np.zeros((H, W), bool)
     r, c = C.place(rng, occ, shape)
     grid[r:r + h, c:c + w] = body
-    _isolated_pixels(rng, grid, occ, C.scaled(rng, d, 1, 10), cols)
+    C.add_isolated_pixels(rng, grid, occ, C.scaled(rng, d, 1, 10), cols)
     return grid, body.astype(np.int8)
 
   def solve(inp, rule):
-    clean = _drop_singletons(inp)
+    clean = C.drop_singletons(inp)
     if not clean.any():
       raise Retry("nothing left after denoising")
     r0, c0, r1, c1 = C.bbox(clean != 0)

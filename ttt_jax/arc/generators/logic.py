@@ -1,4 +1,4 @@
-"""Splitting the grid at dividers: boolean overlays and odd-panel selection."""
+"""Splitting the grid at dividers (boolean overlays, odd panel) and denoising."""
 
 from __future__ import annotations
 
@@ -135,20 +135,6 @@ class DenoisePixels:
     return out
 
 
-def _isolated_pixels(rng, grid, occ, n, cols):
-  for _ in range(n):
-    r, c = C.place(rng, occ, np.ones((1, 1), bool), gap=1)
-    grid[r, c] = cols[int(rng.integers(len(cols)))]
-
-
-def _drop_singletons(inp):
-  out = inp.copy()
-  for _, m in C.components(inp, diag=True, by_colour=False):
-    if m.sum() == 1:
-      out[m] = 0
-  return out
-
-
 @register("remove_isolated_pixels", "denoise")
 class RemoveIsolatedPixels:
   """Pixels with no neighbour (8-neighbourhood) are erased; larger objects stay."""
@@ -162,8 +148,8 @@ class RemoveIsolatedPixels:
     for _, m in objs:
       occ |= m
     grid = truth.copy()
-    _isolated_pixels(rng, grid, occ, C.scaled(rng, d, 1, 10), cols)
+    C.add_isolated_pixels(rng, grid, occ, C.scaled(rng, d, 1, 10), cols)
     return grid, truth
 
   def solve(inp, rule):
-    return _drop_singletons(inp)
+    return C.drop_singletons(inp)
