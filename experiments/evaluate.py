@@ -24,7 +24,7 @@ from absl import app, flags
 from ttt_jax.arc import io, splits
 from ttt_jax.arc.task import Task
 from ttt_jax.eval import scoring, submission as submission_lib
-from ttt_jax.eval.baseline import baseline_attempts, best_d4_transform  # noqa: F401 (re-export)
+from ttt_jax.eval.baseline import baseline_attempts
 
 _TASKS = flags.DEFINE_string(
     "tasks", "dev80", "Named set (dev80, arc1-eval-heldout, arc1-eval, arc1-train, "
