@@ -155,7 +155,7 @@ class Transformer(nn.Module):
   lora_scale: float = 1.0
 
   @nn.compact
-  def __call__(self, tokens_BxT, positions_BxT, mask_BxT, cache: Optional[Cache] = None):
+  def __call__(self, tokens_BxT, positions_BxT, mask_BxT, cache: Optional[Cache] = None, last_only: bool = False):
     cfg = self.cfg
     dtype = jnp.dtype(cfg.dtype)
     B, T = tokens_BxT.shape
@@ -183,6 +183,8 @@ class Transformer(nn.Module):
     layer_cache = None if cache is None else {"k": cache["k"], "v": cache["v"]}
     (x, layer_cache), _ = layers(cfg, self.lora_scale, name="layers")(
         (x, layer_cache), jnp.arange(cfg.n_layers), positions_BxT, attn_mask, index)
+    if last_only:  # prefill needs only the next-token logits; skip a BxTxV tensor
+      x = x[:, -1:]
     x = RMSNorm(cfg, name="final_norm")(x)
     if cfg.tie_embeddings:
       head_DxV = embed.T
@@ -228,11 +230,15 @@ def init_cache(cfg: ModelConfig, batch: int, length: int, dtype: Optional[str] =
 
 
 def forward_with_cache(params: Params, lora: Optional[dict], tokens_BxT, positions_BxT, mask_BxT, cache: Cache,
-                       *, cfg: ModelConfig, lora_cfg: Any = None) -> tuple[jax.Array, Cache]:
-  """Runs ``tokens_BxT`` at slots ``cache['index']...`` of the cache; returns (logits_BxTxV, new cache)."""
+                       *, cfg: ModelConfig, lora_cfg: Any = None, last_only: bool = False) -> tuple[jax.Array, Cache]:
+  """Runs ``tokens_BxT`` at slots ``cache['index']...`` of the cache; returns (logits, new cache).
+
+  Logits are BxTxV, or Bx1xV for the last position only when ``last_only``.
+  """
   if lora is not None and lora_cfg is None:
     raise ValueError("forward_with_cache: an adapter was given without its lora_cfg")
-  return _model(cfg, lora_cfg).apply(_variables(params, lora), tokens_BxT, positions_BxT, mask_BxT, cache)
+  return _model(cfg, lora_cfg).apply(_variables(params, lora), tokens_BxT, positions_BxT, mask_BxT, cache,
+                                     last_only)
 
 
 def count_params(tree) -> int:
