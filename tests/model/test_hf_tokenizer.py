@@ -53,3 +53,15 @@ def test_loads_from_directory_and_reports_missing(tmp_path):
     tok.token_id("<eot>")
   with pytest.raises(FileNotFoundError, match="tokenizer.json"):
     hf_tokenizer.load_tokenizer(str(tmp_path / "nowhere"))
+
+
+def test_paper_text_format_through_a_local_tokenizer(tmp_path):
+  from ttt_jax.arc import io
+  from ttt_jax.data import text_format
+  tok = hf_tokenizer.load_tokenizer(_char_tokenizer(tmp_path))
+  task = io.load_tasks("dev80:1")[0][0]
+  prompt, target = text_format.episode_text(task.train, task.test[0].input, task.test[0].output)
+  body = prompt.split("\n", 1)[1]  # the instruction's letters are outside this tiny alphabet
+  assert tok.decode(tok.encode(body)) == body
+  answer = tok.decode(tok.encode(target))
+  np.testing.assert_array_equal(text_format.text_to_grid(answer), task.test[0].output)
