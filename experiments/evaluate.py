@@ -20,11 +20,11 @@ import os
 from typing import Optional, Sequence
 
 from absl import app, flags
-import numpy as np
 
-from ttt_jax.arc import augment, io, splits
+from ttt_jax.arc import io, splits
 from ttt_jax.arc.task import Task
 from ttt_jax.eval import scoring, submission as submission_lib
+from ttt_jax.eval.baseline import baseline_attempts
 
 _TASKS = flags.DEFINE_string(
     "tasks", "dev80", "Named set (dev80, arc1-eval-heldout, arc1-eval, arc1-train, "
@@ -34,26 +34,6 @@ _SOLUTIONS = flags.DEFINE_string(
 _SUBMISSION = flags.DEFINE_string(
     "submission", None, "Score this submission.json instead of running the baseline.")
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where to write submission/scores/table.")
-
-def best_d4_transform(task: Task) -> augment.Transform:
-  """The rotation/flip mapping the most demonstration inputs exactly to their outputs.
-
-  Ties go to the first in ``augment.D4`` order (identity first); identity when none
-  maps any demonstration.
-  """
-  hits = [sum(np.array_equal(t(p.input), p.output) for p in task.train) for t in augment.D4]
-  return augment.D4[int(np.argmax(hits))]  # argmax: first of the maxima
-
-
-def baseline_attempts(task: Task) -> list[tuple[np.ndarray, np.ndarray]]:
-  """Model-free baseline: per test input, (input copy, input under ``best_d4_transform``).
-
-  Solves only tasks whose answer is the input or a rotation/flip of it: a floor
-  that any learned method must beat, not a method.
-  """
-  t = best_d4_transform(task)
-  return [(p.input.copy(), t(p.input)) for p in task.test]
-
 
 def evaluate(tasks_spec: str = "dev80", *, solutions_path: Optional[str] = None,
              submission_path: Optional[str] = None, out_dir: Optional[str] = None,

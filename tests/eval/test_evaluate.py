@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from experiments import evaluate
+from ttt_jax.eval import baseline
 from ttt_jax.arc.task import make_task, task_to_json
 from ttt_jax.eval import submission
 
@@ -33,9 +34,9 @@ def task_dir(tmp_path):
 
 
 def test_best_d4_transform():
-  assert evaluate.best_d4_transform(TASKS[0]).name == "identity"
-  assert evaluate.best_d4_transform(TASKS[1]).name == "rot90"
-  assert evaluate.best_d4_transform(TASKS[2]).name == "identity"  # nothing maps: default
+  assert baseline.best_d4_transform(TASKS[0]).name == "identity"
+  assert baseline.best_d4_transform(TASKS[1]).name == "rot90"
+  assert baseline.best_d4_transform(TASKS[2]).name == "identity"  # nothing maps: default
 
 
 def test_baseline_end_to_end(task_dir, tmp_path):

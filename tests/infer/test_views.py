@@ -1,6 +1,6 @@
 import numpy as np
 
-from ttt_jax.arc import augment, io
+from ttt_jax.arc import io
 from ttt_jax.arc.task import make_task
 from ttt_jax.data import tokens
 from ttt_jax.infer import views

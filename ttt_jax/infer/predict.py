@@ -1,0 +1,102 @@
+"""Batched greedy decoding of augmented views, one adapter per task.
+
+All views of K tasks are decoded by one compiled call: prompts are left-padded
+to a bucketed length, views are padded to the same count per task, and
+``decode.generate`` is vmapped over the stacked adapters (one frozen base).
+Answers are parsed (``None`` when malformed: counted, never raised) and mapped
+back to the task's frame by each view's inverse transform.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ttt_jax.arc.task import Grid
+from ttt_jax.data import tokens
+from ttt_jax.infer.views import View
+from ttt_jax.model import decode, lora
+
+
+def bucket(n: int, multiple: int) -> int:
+  """Rounds up so that few distinct shapes reach the compiler."""
+  return max(multiple, -(-n // multiple) * multiple)
+
+
+def left_pad(prompts: Sequence[np.ndarray], length: int) -> tuple[np.ndarray, np.ndarray]:
+  """``(tokens_BxT, mask_BxT)`` with every prompt right-aligned (PAD on the left)."""
+  tokens_BxT = np.full((len(prompts), length), tokens.PAD, np.int32)
+  mask_BxT = np.zeros((len(prompts), length), bool)
+  for b, p in enumerate(prompts):
+    if len(p) > length:
+      raise ValueError(f"prompt of {len(p)} tokens exceeds the padded length {length}")
+    tokens_BxT[b, length - len(p):] = p
+    mask_BxT[b, length - len(p):] = True
+  return tokens_BxT, mask_BxT
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewAnswer:
+  view: View
+  grid: Optional[Grid]  # in the task's own frame; None when the output did not parse
+  tokens_N: np.ndarray  # generated tokens up to and including EOS (in the view's frame)
+
+  @property
+  def new_tokens(self) -> int:
+    return int(self.tokens_N.shape[0])
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "lora_cfg", "max_new_tokens"))
+def _generate_many(params, adapters_K, tokens_KxBxT, mask_KxBxT, *, cfg, lora_cfg,
+                   max_new_tokens):
+  def one(adapter, tokens_BxT, mask_BxT):
+    return decode.generate(params, adapter, tokens_BxT, mask_BxT, cfg=cfg, lora_cfg=lora_cfg,
+                           max_new_tokens=max_new_tokens, eos_id=tokens.EOS,
+                           pad_id=tokens.PAD, temperature=0.0)
+  return jax.vmap(one)(adapters_K, tokens_KxBxT, mask_KxBxT)
+
+
+def decode_views(params: Any, adapters: Sequence[Any], views_per_task: Sequence[Sequence[View]],
+                 *, cfg, lora_cfg, max_new_tokens: int, length_multiple: int = 128,
+                 views_multiple: int = 8) -> list[list[ViewAnswer]]:
+  """Greedy answers for every view of every task, all tasks in one vmapped call.
+
+  ``adapters[k]`` (a LoRA pytree, or None for the bare model) serves the views of
+  task k. Returns, per task, one ``ViewAnswer`` per view in input order.
+  """
+  if len(adapters) != len(views_per_task):
+    raise ValueError(f"{len(adapters)} adapters for {len(views_per_task)} tasks")
+  live = [k for k, vs in enumerate(views_per_task) if vs]
+  results: list[list[ViewAnswer]] = [[] for _ in views_per_task]
+  if not live:
+    return results
+  length = bucket(max(len(v.prompt_T) for k in live for v in views_per_task[k]), length_multiple)
+  n_views = bucket(max(len(views_per_task[k]) for k in live), views_multiple)
+  toks, masks = [], []
+  for k in live:
+    prompts = [v.prompt_T for v in views_per_task[k]]
+    prompts += [prompts[0]] * (n_views - len(prompts))  # padding rows, discarded below
+    t, m = left_pad(prompts, length)
+    toks.append(t)
+    masks.append(m)
+  have = [adapters[k] is not None for k in live]
+  if any(have) and not all(have):
+    raise ValueError("either every task has an adapter or none has (use a fresh adapter, "
+                     "whose B is zero, for the bare model)")
+  stacked = lora.stack([adapters[k] for k in live]) if all(have) else None
+  out_KxBxN = _generate_many(params, stacked, jnp.asarray(np.stack(toks)),
+                             jnp.asarray(np.stack(masks)), cfg=cfg,
+                             lora_cfg=lora_cfg if stacked is not None else None,
+                             max_new_tokens=max_new_tokens)
+  out_KxBxN = np.asarray(jax.device_get(out_KxBxN))
+  for row, k in enumerate(live):
+    for b, v in enumerate(views_per_task[k]):
+      new = out_KxBxN[row, b]
+      n_new = int(np.argmax(new == tokens.EOS)) + 1 if (new == tokens.EOS).any() else len(new)
+      results[k].append(ViewAnswer(v, v.to_original(tokens.decode_grid(new)), new[:n_new]))
+  return results

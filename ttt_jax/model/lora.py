@@ -1,0 +1,112 @@
+"""LoRA adapters as their own pytree, beside a frozen base.
+
+An adapter mirrors the module paths of the weights it adapts:
+``{'layers': {'attn': {'q': {'a': LxDinxR, 'b': LxRxDout}}, 'mlp': {...}}}``.
+The transformer adds ``(alpha / rank) * x @ a @ b`` to each adapted layer.
+``a`` starts random (PEFT's Kaiming-uniform bound ``1/sqrt(Din)``) and ``b`` at
+zero, so a fresh adapter leaves the model unchanged. ``stack`` gives K adapters
+a leading axis for ``jax.vmap``; ``merge`` folds one into the base weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from ttt_jax.model import transformer
+from ttt_jax.model.config import ModelConfig
+
+# target name -> module that holds it inside a layer
+TARGET_GROUPS = {"q": "attn", "k": "attn", "v": "attn", "o": "attn", "gate": "mlp", "up": "mlp", "down": "mlp"}
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraConfig:
+  rank: int = 16
+  alpha: float = 16.0
+  targets: tuple[str, ...] = ("q", "v", "o", "gate", "up", "down")
+  param_dtype: str = "float32"
+
+  def __post_init__(self):
+    object.__setattr__(self, "targets", tuple(self.targets))
+    if self.rank <= 0:
+      raise ValueError(f"LoraConfig: rank must be positive, got {self.rank}")
+    bad = [t for t in self.targets if t not in TARGET_GROUPS]
+    if bad or not self.targets:
+      raise ValueError(f"LoraConfig: unknown or empty targets {bad or self.targets}; choose from {list(TARGET_GROUPS)}")
+    if len(set(self.targets)) != len(self.targets):
+      raise ValueError(f"LoraConfig: duplicate targets in {self.targets}")
+
+  @property
+  def scale(self) -> float:
+    return float(self.alpha) / float(self.rank)
+
+  def replace(self, **kw) -> "LoraConfig":
+    return dataclasses.replace(self, **kw)
+
+
+def _target_shapes(cfg: ModelConfig, lcfg: LoraConfig) -> dict[str, tuple[int, int]]:
+  """(d_in, d_out) of each adapted kernel, read from the base parameter shapes."""
+  shapes = jax.eval_shape(lambda k: transformer.init_params(cfg, k), jax.random.key(0))
+  return {t: tuple(shapes["layers"][TARGET_GROUPS[t]][t]["kernel"].shape[1:]) for t in lcfg.targets}
+
+
+def init_lora(cfg: ModelConfig, lcfg: LoraConfig, rng: jax.Array) -> dict:
+  """A fresh adapter: ``a`` uniform in +-1/sqrt(d_in), ``b`` zero (the model is unchanged)."""
+  dtype = jnp.dtype(lcfg.param_dtype)
+  out: dict = {"layers": {}}
+  keys = jax.random.split(rng, len(lcfg.targets))
+  for key, (t, (d_in, d_out)) in zip(keys, _target_shapes(cfg, lcfg).items()):
+    bound = 1.0 / d_in ** 0.5
+    a = jax.random.uniform(key, (cfg.n_layers, d_in, lcfg.rank), dtype, -bound, bound)
+    b = jnp.zeros((cfg.n_layers, lcfg.rank, d_out), dtype)
+    out["layers"].setdefault(TARGET_GROUPS[t], {})[t] = {"a": a, "b": b}
+  return out
+
+
+def stack(adapters: Sequence[dict]) -> dict:
+  """K adapters -> one with a leading K axis on every leaf (for ``jax.vmap``)."""
+  if not adapters:
+    raise ValueError("lora.stack: no adapters given")
+  structs = {jax.tree.structure(a) for a in adapters}
+  if len(structs) != 1:
+    raise ValueError(f"lora.stack: adapters have different structures: {structs}")
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *adapters)
+
+
+def unstack(stacked: dict) -> list[dict]:
+  """Inverse of ``stack``."""
+  leaves, treedef = jax.tree.flatten(stacked)
+  k = leaves[0].shape[0]
+  return [jax.tree.unflatten(treedef, [x[i] for x in leaves]) for i in range(k)]
+
+
+def merge(params: dict, adapter: dict, lcfg: LoraConfig) -> dict:
+  """Base params with ``W + scale * a @ b`` for every adapted kernel (a new tree; inputs untouched)."""
+  layers = dict(params["layers"])
+  for group, mods in adapter["layers"].items():
+    layers[group] = dict(layers[group])
+    for name, ab in mods.items():
+      w = layers[group][name]["kernel"]
+      delta = jnp.einsum("lir,lro->lio", ab["a"].astype(jnp.float32), ab["b"].astype(jnp.float32))
+      layers[group][name] = {"kernel": (w.astype(jnp.float32) + lcfg.scale * delta).astype(w.dtype)}
+  return dict(params, layers=layers)
+
+
+def split(tree: dict) -> tuple[dict, dict]:
+  """Splits a combined ``{'params': ..., 'lora': ...}`` variables dict into (params, adapter)."""
+  if set(tree) != {"params", "lora"}:
+    raise ValueError(f"lora.split: expected keys 'params' and 'lora', got {sorted(tree)}")
+  return tree["params"], tree["lora"]
+
+
+def combine(params: dict, adapter: dict) -> dict:
+  """Inverse of ``split``: one variables dict, as ``Transformer.apply`` takes it."""
+  return {"params": params, "lora": adapter}
+
+
+def count_params(adapter: dict) -> int:
+  return transformer.count_params(adapter)

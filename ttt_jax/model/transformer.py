@@ -1,0 +1,246 @@
+"""A Llama-style decoder as Flax linen modules, applied functionally.
+
+``forward(params, lora, tokens, positions, mask)`` is the one entry point for
+training; ``forward_with_cache`` serves prefill and decoding. Parameters are a
+plain nested dict; layers are stacked on a leading ``L`` axis (``nn.scan``), so
+compile time does not grow with depth. LoRA adapters are a second variable
+collection, ``'lora'``, with the same module paths as the parameters they
+adapt (``lora['layers']['attn']['q'] = {'a': LxDxR, 'b': LxRxQ}``); a module
+without an adapter entry simply has none, so ``lora=None`` is the base model.
+
+Padding: ``mask_BxT`` marks real tokens. Padding keys are never attended to,
+and every query may attend to itself, so no attention row is empty (no NaN for
+pad queries). With left padding and ``positions = cumsum(mask) - 1`` each
+sequence gets exactly the logits it would get alone.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ttt_jax.model.config import ModelConfig
+
+Params = dict
+Cache = dict  # {'k': LxBxSxKxH, 'v': LxBxSxKxH, 'valid': BxS bool, 'index': int32 scalar}
+
+
+def positions_from_mask(mask_BxT: jax.Array) -> jax.Array:
+  """RoPE positions for a (left-)padded batch: real tokens count 0, 1, 2, ..."""
+  return jnp.maximum(jnp.cumsum(mask_BxT.astype(jnp.int32), axis=-1) - 1, 0)
+
+
+def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
+  """Inverse frequencies in float32, with HF's ``llama3`` scaling when configured."""
+  d = cfg.head_dim
+  inv_freq = (1.0 / (np.float32(cfg.rope_theta) ** (np.arange(0, d, 2, dtype=np.float32) / np.float32(d))))
+  inv_freq = inv_freq.astype(np.float32)
+  rs = cfg.rope_scaling
+  if rs is None:
+    return inv_freq
+  factor, low, high = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
+  old_len = rs["original_max_position_embeddings"]
+  wavelen = 2 * math.pi / inv_freq
+  scaled = np.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+  smooth = (old_len / wavelen - low) / (high - low)
+  smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+  medium = ~(wavelen < old_len / high) & ~(wavelen > old_len / low)
+  return np.where(medium, smoothed, scaled).astype(np.float32)
+
+
+def apply_rope(x_BxTxNxH: jax.Array, positions_BxT: jax.Array, inv_freq_H2: np.ndarray) -> jax.Array:
+  """Rotate-half RoPE (HF layout: the two halves of each head are the pairs)."""
+  angles_BxTxH2 = positions_BxT.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq_H2)
+  cos = jnp.cos(angles_BxTxH2)[:, :, None, :]
+  sin = jnp.sin(angles_BxTxH2)[:, :, None, :]
+  x1, x2 = jnp.split(x_BxTxNxH.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x_BxTxNxH.dtype)
+
+
+class RMSNorm(nn.Module):
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x):
+    scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), jnp.dtype(self.cfg.param_dtype))
+    x32 = x.astype(jnp.float32)
+    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.cfg.norm_eps)
+    dtype = jnp.dtype(self.cfg.dtype)
+    return x32.astype(dtype) * scale.astype(dtype)
+
+
+class LoraDense(nn.Module):
+  """Bias-free dense layer; adds ``scale * (x @ a) @ b`` when the 'lora' collection has this module."""
+
+  features: int
+  cfg: ModelConfig
+  lora_scale: float = 1.0
+
+  @nn.compact
+  def __call__(self, x):
+    dtype = jnp.dtype(self.cfg.dtype)
+    kernel = self.param("kernel", nn.initializers.normal(self.cfg.init_std), (x.shape[-1], self.features),
+                        jnp.dtype(self.cfg.param_dtype))
+    x = x.astype(dtype)
+    y = jnp.dot(x, kernel.astype(dtype))
+    if self.has_variable("lora", "a"):
+      a = self.get_variable("lora", "a").astype(dtype)
+      b = self.get_variable("lora", "b").astype(dtype)
+      y = y + (jnp.dot(jnp.dot(x, a), b) * self.lora_scale).astype(dtype)
+    return y
+
+
+class Attention(nn.Module):
+  cfg: ModelConfig
+  lora_scale: float = 1.0
+
+  @nn.compact
+  def __call__(self, x_BxTxD, positions_BxT, attn_mask_Bx1xTxS, cache, layer, cache_index):
+    cfg = self.cfg
+    B, T, _ = x_BxTxD.shape
+    dense = lambda n, name: LoraDense(n, cfg, self.lora_scale, name=name)
+    q = dense(cfg.q_dim, "q")(x_BxTxD).reshape(B, T, cfg.n_heads, cfg.head_dim)
+    k = dense(cfg.kv_dim, "k")(x_BxTxD).reshape(B, T, cfg.n_kv_heads, cfg.head_dim)
+    v = dense(cfg.kv_dim, "v")(x_BxTxD).reshape(B, T, cfg.n_kv_heads, cfg.head_dim)
+    inv_freq = rope_inv_freq(cfg)
+    q = apply_rope(q, positions_BxT, inv_freq)
+    k = apply_rope(k, positions_BxT, inv_freq)
+    if cache is not None:  # write this chunk at cache_index, then attend over the whole cache
+      start = (0, cache_index, 0, 0)
+      k_all = jax.lax.dynamic_update_slice(cache["k"][layer], k.astype(cache["k"].dtype), start)
+      v_all = jax.lax.dynamic_update_slice(cache["v"][layer], v.astype(cache["v"].dtype), start)
+      cache = dict(cache, k=cache["k"].at[layer].set(k_all), v=cache["v"].at[layer].set(v_all))
+      k, v = k_all.astype(q.dtype), v_all.astype(q.dtype)
+    out = jax.nn.dot_product_attention(q, k, v, mask=attn_mask_Bx1xTxS, implementation=cfg.attention_impl)
+    out = dense(cfg.dim, "o")(out.reshape(B, T, cfg.q_dim))
+    return out, cache
+
+
+class Mlp(nn.Module):
+  cfg: ModelConfig
+  lora_scale: float = 1.0
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.cfg
+    gate = LoraDense(cfg.ffn_dim, cfg, self.lora_scale, name="gate")(x)
+    up = LoraDense(cfg.ffn_dim, cfg, self.lora_scale, name="up")(x)
+    return LoraDense(cfg.dim, cfg, self.lora_scale, name="down")(nn.silu(gate) * up)
+
+
+class Block(nn.Module):
+  """One pre-norm decoder layer, shaped for ``nn.scan``: (carry, layer_index) -> (carry, None)."""
+
+  cfg: ModelConfig
+  lora_scale: float = 1.0
+
+  @nn.compact
+  def __call__(self, carry, layer, positions_BxT, attn_mask_Bx1xTxS, cache_index):
+    x, cache = carry
+    h, cache = Attention(self.cfg, self.lora_scale, name="attn")(
+        RMSNorm(self.cfg, name="attn_norm")(x), positions_BxT, attn_mask_Bx1xTxS, cache, layer, cache_index)
+    x = x + h
+    x = x + Mlp(self.cfg, self.lora_scale, name="mlp")(RMSNorm(self.cfg, name="mlp_norm")(x))
+    return (x, cache), None
+
+
+class Transformer(nn.Module):
+  cfg: ModelConfig
+  lora_scale: float = 1.0
+
+  @nn.compact
+  def __call__(self, tokens_BxT, positions_BxT, mask_BxT, cache: Optional[Cache] = None, last_only: bool = False):
+    cfg = self.cfg
+    dtype = jnp.dtype(cfg.dtype)
+    B, T = tokens_BxT.shape
+    embed = self.param("embed", nn.initializers.normal(cfg.init_std),
+                       (cfg.vocab_size, cfg.dim), jnp.dtype(cfg.param_dtype))
+    x = jnp.take(embed, tokens_BxT, axis=0).astype(dtype)
+
+    mask_BxT = mask_BxT.astype(bool)
+    if cache is None:
+      index, valid_BxS, S = 0, mask_BxT, T
+    else:
+      index, S = cache["index"], cache["valid"].shape[1]
+      valid_BxS = jax.lax.dynamic_update_slice(cache["valid"], mask_BxT, (0, index))
+    q_slot_T = index + jnp.arange(T)
+    k_slot_S = jnp.arange(S)
+    causal_TxS = k_slot_S[None, :] <= q_slot_T[:, None]
+    attn_mask = (valid_BxS[:, None, :] & causal_TxS[None]) | (k_slot_S[None, :] == q_slot_T[:, None])[None]
+    attn_mask = attn_mask[:, None]  # Bx1xTxS
+
+    block = Block
+    if cfg.remat:
+      block = nn.remat(Block, prevent_cse=False, policy=jax.checkpoint_policies.nothing_saveable)
+    layers = nn.scan(block, variable_axes={"params": 0, "lora": 0}, split_rngs={"params": True},
+                     in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.n_layers)
+    layer_cache = None if cache is None else {"k": cache["k"], "v": cache["v"]}
+    (x, layer_cache), _ = layers(cfg, self.lora_scale, name="layers")(
+        (x, layer_cache), jnp.arange(cfg.n_layers), positions_BxT, attn_mask, index)
+    if last_only:  # prefill needs only the next-token logits; skip a BxTxV tensor
+      x = x[:, -1:]
+    x = RMSNorm(cfg, name="final_norm")(x)
+    if cfg.tie_embeddings:
+      head_DxV = embed.T
+    else:
+      head_DxV = self.param("lm_head", nn.initializers.normal(cfg.init_std), (cfg.dim, cfg.vocab_size),
+                            jnp.dtype(cfg.param_dtype))
+    logits = jnp.dot(x, head_DxV.astype(dtype), preferred_element_type=jnp.float32)
+    if cache is None:
+      return logits, None
+    return logits, dict(layer_cache, valid=valid_BxS, index=index + T)
+
+
+def _model(cfg: ModelConfig, lora_cfg: Any = None) -> Transformer:
+  return Transformer(cfg, 1.0 if lora_cfg is None else float(lora_cfg.scale))
+
+
+def _variables(params: Params, lora: Optional[dict]) -> dict:
+  return {"params": params} if lora is None else {"params": params, "lora": lora}
+
+
+def init_params(cfg: ModelConfig, rng: jax.Array) -> Params:
+  """Random parameters (plain nested dict). Wrap in ``jax.eval_shape`` for shapes only."""
+  toks = jnp.zeros((1, 1), jnp.int32)
+  init = jax.jit(_model(cfg).init)
+  return init(rng, toks, toks, jnp.ones((1, 1), bool))["params"]
+
+
+def forward(params: Params, lora: Optional[dict], tokens_BxT, positions_BxT, mask_BxT, *,
+            cfg: ModelConfig, lora_cfg: Any = None) -> jax.Array:
+  """Float32 logits_BxTxV. ``lora=None`` runs the base model."""
+  if lora is not None and lora_cfg is None:
+    raise ValueError("forward: an adapter was given without its lora_cfg (needed for the scale)")
+  logits, _ = _model(cfg, lora_cfg).apply(_variables(params, lora), tokens_BxT, positions_BxT, mask_BxT)
+  return logits
+
+
+def init_cache(cfg: ModelConfig, batch: int, length: int, dtype: Optional[str] = None) -> Cache:
+  """Empty KV cache for ``batch`` sequences of up to ``length`` tokens."""
+  shape = (cfg.n_layers, batch, length, cfg.n_kv_heads, cfg.head_dim)
+  dt = jnp.dtype(dtype or cfg.dtype)
+  return {"k": jnp.zeros(shape, dt), "v": jnp.zeros(shape, dt), "valid": jnp.zeros((batch, length), bool),
+          "index": jnp.zeros((), jnp.int32)}
+
+
+def forward_with_cache(params: Params, lora: Optional[dict], tokens_BxT, positions_BxT, mask_BxT, cache: Cache,
+                       *, cfg: ModelConfig, lora_cfg: Any = None, last_only: bool = False) -> tuple[jax.Array, Cache]:
+  """Runs ``tokens_BxT`` at slots ``cache['index']...`` of the cache; returns (logits, new cache).
+
+  Logits are BxTxV, or Bx1xV for the last position only when ``last_only``.
+  """
+  if lora is not None and lora_cfg is None:
+    raise ValueError("forward_with_cache: an adapter was given without its lora_cfg")
+  return _model(cfg, lora_cfg).apply(_variables(params, lora), tokens_BxT, positions_BxT, mask_BxT, cache,
+                                     last_only)
+
+
+def count_params(tree) -> int:
+  """Number of scalars in a pytree (works on ShapeDtypeStructs from eval_shape too)."""
+  return int(sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree)))
