@@ -37,7 +37,6 @@ def test_mesh_sizes():
 
 
 def test_sharded_step_matches_unsharded_on_8_cpu_devices():
-  pytest.importorskip("ttt_jax.model.transformer")  # TEMP until the model branch is merged
   env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
              JAX_PLATFORMS="cpu")
   res = subprocess.run([sys.executable, os.path.join(ROOT, "tests/parallel/sharded_step_check.py")],
