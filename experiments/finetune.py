@@ -22,6 +22,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from ttt_jax.parallel import mesh  # pylint: disable=g-import-not-at-top
   mesh.initialize_multihost()
+  from ttt_jax.train import metrics  # pylint: disable=g-import-not-at-top
+  metrics.quiet_library_logs()
   from ttt_jax.train import finetune  # pylint: disable=g-import-not-at-top
   result = finetune.run_finetune(_CONFIG.value)
   print(f"finetune {result['status']} at step {result['step']}: loss {result.get('loss')}")

@@ -23,6 +23,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from ttt_jax.parallel import mesh  # pylint: disable=g-import-not-at-top
   mesh.initialize_multihost()
+  from ttt_jax.train import metrics  # pylint: disable=g-import-not-at-top
+  metrics.quiet_library_logs()
   from ttt_jax.train import ttt  # pylint: disable=g-import-not-at-top
   summary = ttt.run_ttt_from_config(_CONFIG.value)
   print(f"ttt: {len(summary['trained'])} trained, {len(summary['skipped_done'])} already done, "

@@ -43,7 +43,7 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
     c.model_overrides = config_dict.ConfigDict(dict(max_seq_len=1024, dtype="float32"))
     c.optim.learning_rate = 1e-3
     c.optim.warmup_steps = 20
-    c.steps = 150
+    c.steps = 100
     c.batch_size = 8
     c.max_tokens = 1024
     c.min_bucket = 128

@@ -90,6 +90,10 @@ def test_killed_run_resumes_with_the_same_loss_curve(tmp_path):
   pa = checkpoint.load_params(str(tmp_path / "a" / "params"))
   pb = checkpoint.load_params(str(tmp_path / "b" / "params"))
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7), pa, pb)
+  # the exported model directory holds the same weights and loads with its config
+  loaded, mcfg = checkpoint.load_base_model(str(tmp_path / "a" / "model"), "ignored")
+  assert mcfg.name == "tiny" and mcfg.max_seq_len == 128
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-2, atol=1e-3), loaded, pa)
   # keeps the last N checkpoints only
   ckpt = checkpoint.Checkpointer(str(tmp_path / "a" / "checkpoints"), async_save=False)
   assert ckpt.all_steps() == [4, 6]
@@ -99,7 +103,7 @@ def test_killed_run_resumes_with_the_same_loss_curve(tmp_path):
 def test_stops_on_nan_without_checkpointing(tmp_path):
   from ttt_jax.model import transformer
   c = tiny_config(str(tmp_path), steps=4)
-  mcfg, _, _ = finetune.model_setup(c)
+  mcfg = finetune.model_setup(c)[0]
   params = transformer.init_params(mcfg, jax.random.key(0))
   params["final_norm"]["scale"] = params["final_norm"]["scale"] * np.nan
   out = finetune.run_finetune(c, make_stream=synthetic_stream(0), eval_examples=[],

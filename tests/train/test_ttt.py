@@ -63,3 +63,26 @@ def test_shared_adapter_mode(tmp_path):
   a2, m2 = checkpoint.load_adapter(str(tmp_path / "adapters"), "t2")
   assert m0["shared"] and m0["steps"] == m2["steps"] and m0["num_examples"] > 5
   jax.tree.map(np.testing.assert_array_equal, a0, a2)
+
+
+def test_ttt_from_config_on_a_saved_model(tmp_path):
+  import json
+  from experiments.configs import ttt as ttt_config
+  from ttt_jax.arc.task import task_to_json
+  from ttt_jax.model import store
+  store.save_model(str(tmp_path / "model"), tiny_params(CFG), CFG, dtype="float32")
+  os.makedirs(tmp_path / "tasks")
+  for t in TASKS[:2]:
+    with open(tmp_path / "tasks" / f"{t.task_id}.json", "w") as f:
+      json.dump(task_to_json(t), f)
+  c = ttt_config.get_config("quick")
+  c.params = str(tmp_path / "model")
+  c.tasks = str(tmp_path / "tasks")
+  c.out_dir = str(tmp_path / "out")
+  c.lora.rank = LCFG.rank
+  c.ttt.update(dict(n_max=4, max_tokens=128, augment=False, epochs=1, group_size=2))
+  summary = ttt.run_ttt_from_config(c)
+  assert sorted(summary["trained"]) == ["t0", "t1"]
+  adapter, meta = checkpoint.load_adapter(c.out_dir + "/adapters", "t0")
+  assert meta["optim"]["learning_rate"] == 1e-4 and meta["lora_rank"] == LCFG.rank
+  assert adapter["layers"]["attn"]["q"]["a"].shape == (CFG.n_layers, CFG.dim, LCFG.rank)

@@ -95,16 +95,17 @@ def replicated(mesh: Mesh, tree: Any) -> Any:
   return jax.tree.map(lambda _: NamedSharding(mesh, P()), tree)
 
 
-def sharded_init(init_fn: Callable[[], Any], mesh: Mesh, rules: Rules = PARAM_RULES, *,
-                 task_axis: bool = False) -> tuple[Any, Any]:
-  """Builds ``init_fn()`` directly in its sharded layout: shapes by ``eval_shape``, then one jit
-  with ``out_shardings``, so no device ever holds the whole unsharded tree.
+def sharded_init(init_fn: Callable[..., Any], mesh: Mesh, rules: Rules = PARAM_RULES, *,
+                 task_axis: bool = False, args: Sequence[Any] = ()) -> tuple[Any, Any]:
+  """Builds ``init_fn(*args)`` directly in its sharded layout: shapes by ``eval_shape``, then
+  one jit with ``out_shardings``, so no device ever holds the whole unsharded tree.
 
-  Returns ``(tree, shardings)``.
+  Pass existing arrays (e.g. loaded parameters) through ``args``, not a closure, so they are
+  not baked into the program as constants. Returns ``(tree, shardings)``.
   """
-  abstract = jax.eval_shape(init_fn)
+  abstract = jax.eval_shape(init_fn, *args)
   shardings = tree_shardings(abstract, mesh, rules, task_axis=task_axis)
-  return jax.jit(init_fn, out_shardings=shardings)(), shardings
+  return jax.jit(init_fn, out_shardings=shardings)(*args), shardings
 
 
 def shard(tree: Any, shardings: Any) -> Any:

@@ -3,7 +3,9 @@
 * ``Checkpointer`` wraps ``orbax.checkpoint.CheckpointManager``: each step directory holds the
   train state and a small JSON with the data-stream position, so a resumed run sees the same
   data as an uninterrupted one. Keeps the last N.
-* ``save_params`` / ``load_params``: a plain parameter tree (what fine-tuning hands to TTT).
+* ``save_params`` / ``load_params``: a plain parameter tree in orbax format (fine-tuning's
+  ``out_dir/params``); ``load_base_model`` reads that, a project model directory
+  (``ttt_jax.model.store``) or an HF Llama checkpoint.
 * ``save_adapter`` / ``load_adapter``: one task's LoRA adapter as ``<task_id>.safetensors`` plus
   ``<task_id>.json`` (written last, so its presence means "done"; reruns skip such tasks).
 """
@@ -76,7 +78,7 @@ def load_params(directory: str, target: Optional[PyTree] = None) -> PyTree:
 def _flatten(tree: PyTree, prefix: str = "") -> dict[str, np.ndarray]:
   out = {}
   for k, v in tree.items():
-    name = f"{prefix}.{k}" if prefix else str(k)
+    name = f"{prefix}/{k}" if prefix else str(k)
     if isinstance(v, dict):
       out.update(_flatten(v, name))
     else:
@@ -88,7 +90,7 @@ def _unflatten(flat: dict[str, np.ndarray]) -> dict:
   out: dict = {}
   for name, v in flat.items():
     node = out
-    *parents, leaf = name.split(".")
+    *parents, leaf = name.split("/")
     for p in parents:
       node = node.setdefault(p, {})
     node[leaf] = v
@@ -111,7 +113,8 @@ def adapter_done(directory: str, task_id: str) -> bool:
 
 
 def save_adapter(directory: str, task_id: str, adapter: PyTree, meta: dict) -> None:
-  """Saves one task's adapter (float32 safetensors, dotted names) and its JSON metadata."""
+  """Saves one task's adapter (float32 safetensors, "/"-joined names as in ``model.store``) and
+  its JSON metadata."""
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
   os.makedirs(directory, exist_ok=True)
   st_path, json_path = adapter_paths(directory, task_id)
@@ -133,3 +136,34 @@ def load_adapter(directory: str, task_id: str) -> tuple[dict, dict]:
   with open(json_path) as f:
     meta = json.load(f)
   return _unflatten(load_file(st_path)), meta
+
+
+def load_base_model(path: str, model: str, overrides: Optional[dict] = None
+                    ) -> tuple[Optional[PyTree], Any]:
+  """``(params, model config)`` from ``path``, whatever it holds.
+
+  * ``""``: no parameters (``None``) and the preset ``model`` (callers initialise randomly);
+  * a project model directory (``config.json`` + ``params.safetensors``): its own config;
+  * an HF Llama directory (``config.json`` + HF safetensors): converted by ``model.hf``;
+  * anything else: an orbax tree written by ``save_params``, with the preset ``model``.
+  ``overrides`` (e.g. ``dtype``, ``remat``) apply to the config in every case.
+  """
+  from ttt_jax.model import config as model_config  # pylint: disable=g-import-not-at-top
+  overrides = dict(overrides or {})
+  if not path:
+    return None, model_config.get_config(model, **overrides)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"base model {path!r} does not exist")
+  if os.path.exists(os.path.join(path, "params.safetensors")):
+    from ttt_jax.model import store  # pylint: disable=g-import-not-at-top
+    # store.load_model's ``dtype`` is the parameter dtype; ours is the config's activation dtype.
+    act = {k: overrides.pop(k) for k in ("dtype",) if k in overrides}
+    params, mcfg, _ = store.load_model(path, dtype=overrides.get("param_dtype", "float32"),
+                                       **overrides)
+    return params, mcfg.replace(**act)
+  if os.path.exists(os.path.join(path, "config.json")):
+    from ttt_jax.model import hf  # pylint: disable=g-import-not-at-top
+    mcfg = hf.load_config(path, **overrides)
+    return hf.load_params_numpy(path, mcfg, mcfg.param_dtype), mcfg
+  mcfg = model_config.get_config(model, **overrides)
+  return load_params(path), mcfg

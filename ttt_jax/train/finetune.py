@@ -39,14 +39,20 @@ def optim_config(cfg: Any) -> OptimConfig:
 
 
 def model_setup(cfg: Any):
-  """(model config, LoRA config or None, apply_fn) from a config's model/lora fields."""
-  from ttt_jax.model import config as model_config, lora, transformer  # pylint: disable=g-import-not-at-top
-  mcfg = model_config.get_config(cfg.model, **dict(cfg.get("model_overrides", {}) or {}))
+  """(model config, LoRA config or None, apply_fn, base params or None) from a config.
+
+  ``cfg.init_params`` may name a project model directory, an HF checkpoint or an orbax tree
+  (see ``checkpoint.load_base_model``); empty means the preset ``cfg.model``, randomly
+  initialised by the caller.
+  """
+  from ttt_jax.model import lora, transformer  # pylint: disable=g-import-not-at-top
+  base, mcfg = checkpoint.load_base_model(cfg.get("init_params", ""), cfg.model,
+                                          dict(cfg.get("model_overrides", {}) or {}))
   lcfg = None
   if cfg.get("lora") and cfg.lora.get("enabled", False):
     lcfg = lora.LoraConfig(rank=cfg.lora.rank, alpha=cfg.lora.alpha, targets=tuple(cfg.lora.targets))
   apply_fn = functools.partial(transformer.forward, cfg=mcfg, lora_cfg=lcfg)
-  return mcfg, lcfg, apply_fn
+  return mcfg, lcfg, apply_fn, base
 
 
 def _load_tasks(spec: str) -> list[Task]:
@@ -87,8 +93,10 @@ def run_finetune(cfg: Any, *, make_stream: Optional[Callable[[int], Iterator[Tas
   Returns:
     the last logged record (step, loss, ...) plus ``status`` ("done" or "nan").
   """
-  from ttt_jax.model import lora as lora_lib, transformer  # pylint: disable=g-import-not-at-top
-  mcfg, lcfg, apply_fn = model_setup(cfg)
+  from ttt_jax.model import lora as lora_lib, store, transformer  # pylint: disable=g-import-not-at-top
+  mcfg, lcfg, apply_fn, loaded = model_setup(cfg)
+  if init_params is None:
+    init_params = loaded
   ocfg = optim_config(cfg.optim)
   is_lora = lcfg is not None
   buckets = batching.default_buckets(cfg.max_tokens, cfg.get("min_bucket", 64))
@@ -107,31 +115,20 @@ def run_finetune(cfg: Any, *, make_stream: Optional[Callable[[int], Iterator[Tas
 
   mesh = mesh_lib.make_mesh(**dict(cfg.mesh))
   key_params, key_lora = jax.random.split(jax.random.key(cfg.seed))
-
-  def make_base():
-    if init_params is not None:
-      return init_params
-    return transformer.init_params(mcfg, key_params)
-
-  if cfg.get("init_params") and init_params is None:
-    abstract = jax.eval_shape(make_base)
-    shardings = sharding.tree_shardings(abstract, mesh)
-    base = checkpoint.load_params(cfg.init_params, jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings))
-  elif is_lora:
-    base, _ = sharding.sharded_init(make_base, mesh)
+  if init_params is not None:  # loaded weights: placed shard by shard, never baked into a jit
+    base = sharding.shard(init_params, sharding.tree_shardings(init_params, mesh))
   else:
-    base = None
+    base, _ = sharding.sharded_init(lambda: transformer.init_params(mcfg, key_params), mesh)
 
   if is_lora:
-    init_fn = lambda: steps.init_state(lora_lib.init_lora(mcfg, lcfg, key_lora), ocfg, cfg.steps)
     frozen = base
+    init_fn = lambda: steps.init_state(lora_lib.init_lora(mcfg, lcfg, key_lora), ocfg, cfg.steps)
+    state, state_shardings = sharding.sharded_init(init_fn, mesh)
   else:
-    start_params = base
-    init_fn = lambda: steps.init_state(make_base() if start_params is None else start_params,
-                                       ocfg, cfg.steps)
     frozen = None
-  state, state_shardings = sharding.sharded_init(init_fn, mesh)
+    state, state_shardings = sharding.sharded_init(
+        lambda p: steps.init_state(p, ocfg, cfg.steps), mesh, args=(base,))
+    del base
   frozen_shardings = None if frozen is None else sharding.tree_shardings(frozen, mesh)
 
   ckpt = checkpoint.Checkpointer(os.path.join(cfg.out_dir, "checkpoints"),
@@ -221,6 +218,11 @@ def run_finetune(cfg: Any, *, make_stream: Optional[Callable[[int], Iterator[Tas
   if status == "done":
     final = state.trainable if not is_lora else lora_lib.merge(frozen, state.trainable, lcfg)
     checkpoint.save_params(os.path.join(cfg.out_dir, "params"), final)
+    if jax.process_index() == 0:  # the portable model directory (what TTT and the pipeline load)
+      store.save_model(os.path.join(cfg.out_dir, "model"), final, mcfg, meta={
+          "made_by": "experiments/finetune.py", "steps": cfg.steps, "final_loss": record.get("loss"),
+          "eval_loss": record.get("eval_loss"), "lora": is_lora, "train_tasks": cfg.data.train_tasks,
+          "seed": cfg.seed, "batch_size": cfg.batch_size, "max_tokens": cfg.max_tokens})
   record["status"] = status
   return record
 

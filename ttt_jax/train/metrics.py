@@ -61,3 +61,19 @@ class Throughput:
     self.tokens = self.flops = 0.0
     self.t_last = now
     return out
+
+
+def quiet_library_logs(prefixes: tuple[str, ...] = ("orbax",)) -> None:
+  """Drops INFO lines that libraries log through absl (orbax logs every file it writes)."""
+  import logging  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+
+  class _Filter(logging.Filter):
+
+    def filter(self, record: logging.LogRecord) -> bool:
+      if record.levelno >= logging.WARNING:
+        return True
+      path = record.pathname.replace(os.sep, "/")
+      return not any(f"/{p}/" in path for p in prefixes)
+
+  logging.getLogger("absl").addFilter(_Filter())

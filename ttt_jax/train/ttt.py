@@ -185,23 +185,22 @@ def run_ttt(tasks: Sequence[Task], params: PyTree, *, mcfg: Any, lcfg: Any, ocfg
 def run_ttt_from_config(cfg: Any) -> dict:
   """What ``experiments/ttt.py`` runs: loads tasks and base parameters, then ``run_ttt``."""
   from ttt_jax.arc import io as arc_io  # pylint: disable=g-import-not-at-top
-  from ttt_jax.model import config as model_config, lora, transformer  # pylint: disable=g-import-not-at-top
+  from ttt_jax.model import lora, transformer  # pylint: disable=g-import-not-at-top
   from ttt_jax.train.optim import ttt_optim_config  # pylint: disable=g-import-not-at-top
-  mcfg = model_config.get_config(cfg.model, **dict(cfg.get("model_overrides", {}) or {}))
+  loaded, mcfg = checkpoint.load_base_model(cfg.params, cfg.model,
+                                            dict(cfg.get("model_overrides", {}) or {}))
   lcfg = lora.LoraConfig(rank=cfg.lora.rank, alpha=cfg.lora.alpha, targets=tuple(cfg.lora.targets))
-  ocfg = ttt_optim_config(cfg.model, **{k: v for k, v in dict(cfg.optim).items() if v is not None})
+  ocfg = ttt_optim_config(mcfg.name, **{k: v for k, v in dict(cfg.optim).items() if v is not None})
   tcfg = TTTConfig(**dict(cfg.ttt))
   tasks, errors = arc_io.load_tasks(cfg.tasks)
   if errors:
     logging.warning("%d tasks of %s failed to load; first: %s", len(errors), cfg.tasks, errors[0])
   mesh = mesh_lib.make_mesh(**dict(cfg.mesh))
-  abstract = jax.eval_shape(lambda: transformer.init_params(mcfg, jax.random.key(0)))
-  if cfg.params:
-    shardings = sharding.tree_shardings(abstract, mesh)
-    params = checkpoint.load_params(cfg.params, jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings))
+  if loaded is not None:
+    params = loaded  # run_ttt places it by the sharding rules
   else:
-    logging.warning("no --config.params given: TTT starts from a randomly initialised model")
+    logging.warning("no --config.params given: TTT starts from a randomly initialised %s",
+                    mcfg.name)
     params, _ = sharding.sharded_init(lambda: transformer.init_params(mcfg, jax.random.key(0)),
                                       mesh)
   logging.info("TTT of %d tasks (%s) on %d devices, lr %.2e, rank %d, out %s", len(tasks),
