@@ -99,6 +99,14 @@ def test_splits_are_consistent():
   assert not set(dev) & set(splits.heldout_ids())
 
 
+def test_dev80_small_is_the_smallest_dev80_tasks():
+  small, _ = io.load_tasks("dev80-small")
+  dev, _ = io.load_tasks("dev80")
+  assert len(small) == 8 and {t.task_id for t in small} <= {t.task_id for t in dev}
+  biggest_small = max(io.num_cells(t) for t in small)
+  assert sum(io.num_cells(t) < biggest_small for t in dev) < 8
+
+
 def test_limit_suffix_and_unknown_spec():
   tasks, _ = io.load_tasks("arc1-train:5")
   assert len(tasks) == 5

