@@ -89,6 +89,29 @@ def main():
   close(sk, ref_k)
   a = jax.tree.leaves(sk.trainable)[0]
   assert a.sharding.spec[0] == ("data", "fsdp"), a.sharding.spec
+
+  # The TTT driver on the mesh: 3 tasks fill K=4 task shards; same adapters as on one device.
+  from ttt_jax.arc.task import Pair, Task  # pylint: disable=g-import-not-at-top
+  from ttt_jax.train import checkpoint, ttt  # pylint: disable=g-import-not-at-top
+  import tempfile  # pylint: disable=g-import-not-at-top
+  tasks = []
+  for i in range(3):
+    g = [rng.integers(0, 10, size=(2, 2)).astype(np.int8) for _ in range(3 + i)]
+    pairs = tuple(Pair(x, x.T.copy()) for x in g)
+    tasks.append(Task(f"t{i}", pairs[:-1], pairs[-1:]))
+  tcfg = ttt.TTTConfig(n_max=4, max_tokens=64, min_bucket=64, epochs=1, augment=False,
+                       group_size=1, log_every=0)
+  out = {}
+  for name, m in (("mesh", mesh_lib.make_mesh(data=4, fsdp=1, model=2)),
+                  ("one", mesh_lib.make_mesh(devices=jax.devices()[:1]))):
+    d = tempfile.mkdtemp()
+    summary = ttt.run_ttt(tasks, params, mcfg=cfg, lcfg=lcfg, ocfg=ocfg,
+                          tcfg=tcfg.replace(group_size=3), out_dir=d, mesh=m)
+    assert sorted(summary["trained"]) == ["t0", "t1", "t2"], summary
+    out[name] = [checkpoint.load_adapter(d + "/adapters", t.task_id) for t in tasks]
+  for (a, ma), (b, mb) in zip(out["mesh"], out["one"]):
+    assert ma["group_size"] == 4 and mb["group_size"] == 3 and ma["steps"] == mb["steps"]
+    close(a, b)
   print("SHARDED_OK")
 
 
