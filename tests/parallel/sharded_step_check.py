@@ -10,7 +10,6 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
 import functools  # pylint: disable=g-import-not-at-top
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ttt_jax.data import batching
@@ -57,7 +56,8 @@ def main():
   b_shardings = sharding.batch_sharding(mesh, batch)
   sh_fn = jax.jit(step, in_shardings=(st_shardings, None, b_shardings),
                   out_shardings=(st_shardings, None), donate_argnums=(0,))
-  sb = sharding.shard(batch, b_shardings)
+  sb = sharding.global_batch(batch, mesh)
+  assert sb.tokens.sharding.spec == b_shardings.tokens.spec
   for _ in range(3):
     ref_state, ref_m = ref_fn(ref_state, None, batch)
     st_sharded, m = sh_fn(st_sharded, None, sb)

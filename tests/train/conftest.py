@@ -7,7 +7,6 @@ import functools
 
 import jax
 import numpy as np
-import pytest
 
 
 

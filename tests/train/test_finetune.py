@@ -10,7 +10,6 @@ import pytest
 
 from experiments.configs import finetune as finetune_config
 from ttt_jax.arc.task import Pair, Task
-from ttt_jax.data import loo
 from ttt_jax.train import checkpoint, finetune, task_stream
 
 

@@ -9,7 +9,7 @@ leaf (replicated instead), so tiny test models shard without special cases.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -89,6 +89,16 @@ def batch_sharding(mesh: Mesh, batch: Any) -> Any:
   """Batch arrays split along their first axis (batch, or tasks for ``[K, B, T]``)."""
   return jax.tree.map(lambda x: NamedSharding(mesh, _fit(P(), x.shape, mesh, P(BATCH_AXES))),
                       batch)
+
+
+def global_batch(batch: Any, mesh: Mesh) -> Any:
+  """Places a host batch, identical on every process, as global arrays split by
+  ``batch_sharding``: each process only transfers the shards its own devices hold, so the
+  same code runs on one host and on a multi-host pod."""
+  shardings = batch_sharding(mesh, batch)
+  return jax.tree.map(
+      lambda x, s: jax.make_array_from_callback(x.shape, s, lambda idx, x=x: x[idx]),
+      batch, shardings)
 
 
 def replicated(mesh: Mesh, tree: Any) -> Any:

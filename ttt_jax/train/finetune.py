@@ -15,12 +15,9 @@ import functools
 import json
 import math
 import os
-import time
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 from absl import logging
 
 from ttt_jax.arc.task import Task
@@ -143,6 +140,11 @@ def run_finetune(cfg: Any, *, make_stream: Optional[Callable[[int], Iterator[Tas
       raise ValueError(f"checkpoint in {cfg.out_dir} was made with seed {data['seed']}, "
                        f"config has {cfg.seed}")
     logging.info("resumed from step %d (stream position %d)", start_step, position)
+    if int(state.total_steps) != cfg.steps:  # an extended (or shortened) run rescales its schedule
+      logging.warning("schedule length changes from %d to %d steps", int(state.total_steps),
+                      cfg.steps)
+      state = state._replace(total_steps=jax.device_put(
+          jax.numpy.asarray(cfg.steps, jax.numpy.int32), state.total_steps.sharding))
 
   train_step = jax.jit(steps.make_train_step(apply_fn, ocfg, lora=is_lora),
                        in_shardings=(state_shardings, frozen_shardings, None),
@@ -161,7 +163,7 @@ def run_finetune(cfg: Any, *, make_stream: Optional[Callable[[int], Iterator[Tas
   def evaluate(st) -> float:
     tot, w = 0.0, 0.0
     for b in eval_batches:
-      s, n = eval_step(st.trainable, frozen, b)
+      s, n = eval_step(st.trainable, frozen, sharding.global_batch(b, mesh))
       tot, w = tot + float(s), w + float(n)
     return tot / max(w, 1.0)
 
@@ -200,7 +202,8 @@ def run_finetune(cfg: Any, *, make_stream: Optional[Callable[[int], Iterator[Tas
       tokens = float(batch.mask.sum())
       flops = tokens * metrics_lib.train_flops_per_token(
           n_params, mcfg.n_layers, mcfg.q_dim, length, lora=is_lora, n_trainable=n_trainable)
-      state, m = train_step(state, frozen, batch)  # dispatched; the previous step is read below
+      state, m = train_step(state, frozen, sharding.global_batch(batch, mesh))  # async dispatch
+      # ... and only now read the previous step's metrics: the device is never left idle.
       if pending is not None and not flush(pending):
         break
       pending = (step, m, tokens, flops)

@@ -104,7 +104,7 @@ def train_group(params: PyTree, datasets: Sequence[Sequence[Any]], task_ids: Seq
   for s in range(plan.num_steps):
     batch = plan.batch(s)  # host work overlaps the previous (asynchronously dispatched) step
     if mesh is not None:
-      batch = sharding.shard(batch, sharding.batch_sharding(mesh, batch))
+      batch = sharding.global_batch(batch, mesh)
     state, m = step_fn(state, params, batch)
     losses.append(m["loss"])
     if tcfg.log_every and (s + 1) % tcfg.log_every == 0:
