@@ -24,8 +24,9 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
   c.min_bucket = 256  # padded lengths are powers of two from here up to max_tokens
   c.seed = 0
   c.data = config_dict.ConfigDict(dict(
-      train_tasks="arc1-train",  # any ttt_jax.arc.io.load_tasks spec
-      augment=True,  # a random paper augmentation per task draw
+      # Weighted sources of the task stream: "generators" (procedural families) and any
+      # ttt_jax.arc.io.load_tasks name (under a random paper augmentation per draw).
+      sources="generators:1,arc1-train:1",
       loss_mode="all_outputs",
       eval_tasks="dev80",  # held-out loss on these tasks' test pairs ("" to disable)
       num_eval_tasks=32))

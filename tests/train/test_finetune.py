@@ -115,13 +115,20 @@ def test_stops_on_nan_without_checkpointing(tmp_path):
 
 
 def test_default_stream_is_deterministic_and_resumable():
-  from ttt_jax.arc import io
-  tasks, _ = io.load_tasks("arc1-train:5")
-  make = task_stream.augmented_task_stream(tasks, seed=3)
+  make = task_stream.source_stream("generators:1,arc1-train:1", seed=3)
   first = list(itertools.islice(make(0), 8))
   tail = list(itertools.islice(make(5), 3))
   for x, y in zip(first[5:], tail):
     assert x.task_id == y.task_id
     for p, q in zip(x.train, y.train):
       np.testing.assert_array_equal(p.input, q.input)
-  assert len({t.task_id.split("/")[0] for t in first[:5]}) == 5  # a permutation per epoch
+  kinds = {t.task_id.startswith("gen/") for t in first}
+  assert kinds == {True, False}  # both sources appear
+
+
+def test_parse_sources():
+  assert task_stream.parse_sources("generators:1, arc1-train:0.5") == [
+      ("generators", 1.0), ("arc1-train", 0.5)]
+  assert task_stream.parse_sources("arc1-train") == [("arc1-train", 1.0)]
+  with pytest.raises(ValueError, match="name:weight"):
+    task_stream.parse_sources("x:y")

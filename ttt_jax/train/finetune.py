@@ -81,7 +81,8 @@ def run_finetune(cfg: Any, *, make_stream: Optional[Callable[[int], Iterator[Tas
   Args:
     cfg: ConfigDict as in ``experiments/configs/finetune.py``.
     make_stream: task stream factory ``start_position -> Iterator[Task]``; default the
-      augmented tasks of ``cfg.data.train_tasks``.
+      ``ttt_jax.arc.stream`` over ``cfg.data.sources`` (generated tasks and augmented ARC
+      training tasks, weighted), sharded over processes.
     eval_examples: held-out examples; default episodes of ``cfg.data.eval_tasks``.
     to_example: task -> Example (or None to skip); default ``episode_for_task``.
     init_params: starting base parameters (default: ``cfg.init_params`` dir, else random init).
@@ -103,8 +104,7 @@ def run_finetune(cfg: Any, *, make_stream: Optional[Callable[[int], Iterator[Tas
     to_example = functools.partial(task_stream.episode_for_task, max_tokens=cfg.max_tokens,
                                    loss_mode=cfg.data.loss_mode)
   if make_stream is None:
-    make_stream = task_stream.augmented_task_stream(_load_tasks(cfg.data.train_tasks), cfg.seed,
-                                                    augment=cfg.data.augment)
+    make_stream = task_stream.source_stream(cfg.data.sources, cfg.seed)
   if eval_examples is None and cfg.eval_every and cfg.data.get("eval_tasks"):
     held_out = _load_tasks(cfg.data.eval_tasks)[:cfg.data.num_eval_tasks]
     eval_examples = [e for e in map(to_example, held_out) if e is not None]
@@ -224,7 +224,7 @@ def run_finetune(cfg: Any, *, make_stream: Optional[Callable[[int], Iterator[Tas
     if jax.process_index() == 0:  # the portable model directory (what TTT and the pipeline load)
       store.save_model(os.path.join(cfg.out_dir, "model"), final, mcfg, meta={
           "made_by": "experiments/finetune.py", "steps": cfg.steps, "final_loss": record.get("loss"),
-          "eval_loss": record.get("eval_loss"), "lora": is_lora, "train_tasks": cfg.data.train_tasks,
+          "eval_loss": record.get("eval_loss"), "lora": is_lora, "sources": cfg.data.sources,
           "seed": cfg.seed, "batch_size": cfg.batch_size, "max_tokens": cfg.max_tokens})
   record["status"] = status
   return record

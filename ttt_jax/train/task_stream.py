@@ -3,39 +3,44 @@
 A stream factory is ``make_stream(start: int) -> Iterator[Task]`` yielding the tasks at
 positions ``start, start+1, ...``; the item at a position never depends on where iteration
 began, so saving the position beside the weights makes a resumed run see the same data.
-(The generators' ``ttt_jax.arc.stream`` provides richer streams with the same protocol.)
+``source_stream`` builds one from ``ttt_jax.arc.stream`` (generated + augmented ARC tasks).
 """
 
 from __future__ import annotations
 
-import itertools
-from typing import Callable, Iterator, Optional, Sequence
-
-import numpy as np
+from typing import Callable, Iterator, Optional
 
 from ttt_jax.arc.task import Pair, Task
 
 StreamFactory = Callable[[int], Iterator[Task]]
 
 
-def augmented_task_stream(tasks: Sequence[Task], seed: int, augment: bool = True) -> StreamFactory:
-  """Endless stream over ``tasks``: a fresh permutation per epoch, each task under a random
-  augmentation drawn from ``default_rng((seed, position))`` (unaugmented when it fails)."""
-  if not tasks:
-    raise ValueError("augmented_task_stream needs at least one task")
-  n = len(tasks)
+def parse_sources(spec: str) -> list[tuple[str, float]]:
+  """``"generators:1,arc1-train:0.5"`` -> ``[("generators", 1.0), ("arc1-train", 0.5)]``."""
+  out = []
+  for part in filter(None, (p.strip() for p in spec.split(","))):
+    name, _, weight = part.rpartition(":")
+    if not name:
+      name, weight = weight, "1"
+    try:
+      out.append((name, float(weight)))
+    except ValueError:
+      raise ValueError(f"bad source {part!r} in {spec!r}; expected name:weight") from None
+  if not out:
+    raise ValueError(f"no sources in {spec!r}")
+  return out
 
-  def at(position: int) -> Task:
-    epoch, i = divmod(position, n)
-    task = tasks[int(np.random.default_rng((seed, epoch)).permutation(n)[i])]
-    if augment:
-      from ttt_jax.arc.augment import augment_task_randomly  # pylint: disable=g-import-not-at-top
-      aug = augment_task_randomly(task, np.random.default_rng((seed, epoch, i, 1)))
-      task = aug if aug is not None else task
-    return task
+
+def source_stream(spec: str, seed: int) -> StreamFactory:
+  """The fine-tuning stream: ``ttt_jax.arc.stream`` over weighted sources (``"generators"``
+  or any ``load_tasks`` name, augmented), this process's shard of the global sequence."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from ttt_jax.arc import stream  # pylint: disable=g-import-not-at-top
+  sources = parse_sources(spec)
 
   def make_stream(start: int) -> Iterator[Task]:
-    return (at(p) for p in itertools.count(start))
+    return stream.task_stream(sources, seed=seed, shard_index=jax.process_index(),
+                              num_shards=jax.process_count(), start=start)
 
   return make_stream
 
