@@ -63,11 +63,14 @@ def _generate_many(params, adapters_K, tokens_KxBxT, mask_KxBxT, *, cfg, lora_cf
 
 def decode_views(params: Any, adapters: Sequence[Any], views_per_task: Sequence[Sequence[View]],
                  *, cfg, lora_cfg, max_new_tokens: int, length_multiple: int = 128,
-                 views_multiple: int = 8) -> list[list[ViewAnswer]]:
+                 views_multiple: int = 8, max_total_tokens: Optional[int] = None
+                 ) -> list[list[ViewAnswer]]:
   """Greedy answers for every view of every task, all tasks in one vmapped call.
 
   ``adapters[k]`` (a LoRA pytree, or None for the bare model) serves the views of
-  task k. Returns, per task, one ``ViewAnswer`` per view in input order.
+  task k. Prompts are padded to a multiple of ``length_multiple`` (fewer compiled
+  shapes) but never past ``max_total_tokens - max_new_tokens`` (default: the model's
+  ``max_seq_len``). Returns, per task, one ``ViewAnswer`` per view in input order.
   """
   if len(adapters) != len(views_per_task):
     raise ValueError(f"{len(adapters)} adapters for {len(views_per_task)} tasks")
@@ -75,7 +78,12 @@ def decode_views(params: Any, adapters: Sequence[Any], views_per_task: Sequence[
   results: list[list[ViewAnswer]] = [[] for _ in views_per_task]
   if not live:
     return results
-  length = bucket(max(len(v.prompt_T) for k in live for v in views_per_task[k]), length_multiple)
+  longest = max(len(v.prompt_T) for k in live for v in views_per_task[k])
+  limit = (max_total_tokens or cfg.max_seq_len) - max_new_tokens
+  if longest > limit:
+    raise ValueError(f"a prompt of {longest} tokens leaves no room for {max_new_tokens} new "
+                     f"tokens within {limit + max_new_tokens}")
+  length = min(bucket(longest, length_multiple), limit)
   n_views = bucket(max(len(views_per_task[k]) for k in live), views_multiple)
   toks, masks = [], []
   for k in live:

@@ -1,0 +1,77 @@
+"""The pipeline end to end on a few tasks with a tiny random model, on CPU."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from experiments.configs import pipeline as pipeline_config
+from ttt_jax import pipeline
+from ttt_jax.arc import io
+from ttt_jax.arc.task import task_to_json
+from ttt_jax.eval import submission
+from ttt_jax.model import config, store, transformer
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+  d = str(tmp_path_factory.mktemp("model"))
+  cfg = config.get_config("tiny", dtype="float32", max_seq_len=1024)
+  store.save_model(d, transformer.init_params(cfg, jax.random.key(0)), cfg, dtype="float32")
+  return d
+
+
+def _config(tasks, model_dir, out_dir):
+  c = pipeline_config.get_config()
+  c.tasks, c.model_dir, c.out_dir = tasks, model_dir, out_dir
+  c.ttt.lora_rank, c.ttt.n_max, c.ttt.epochs, c.ttt.max_tokens = 4, 4, 1, 512
+  c.infer.max_tokens, c.infer.n_orders = 512, 1
+  return c
+
+
+@pytest.mark.slow
+def test_pipeline_end_to_end_with_bad_and_oversized_tasks(tmp_path, tiny_model_dir):
+  tasks, _ = io.load_tasks("dev80-small")
+  task_dir = tmp_path / "tasks"
+  task_dir.mkdir()
+  for t in tasks[:3]:
+    (task_dir / f"{t.task_id}.json").write_text(json.dumps(task_to_json(t)))
+  (task_dir / "broken.json").write_text('{"train": [], "test": [{"input": [[1]]}]}')
+  # An oversized task: demonstrations too long for the token budget, so TTT is skipped.
+  big = task_to_json(tasks[0])
+  big["train"] = [{"input": [[1] * 30] * 30, "output": [[2] * 30] * 30}] * 2
+  (task_dir / "big.json").write_text(json.dumps(big))
+
+  out = str(tmp_path / "out")
+  summary = pipeline.run_pipeline(_config(str(task_dir), tiny_model_dir, out))
+  for name in ("submission.json", "candidates.json", "scores.json", "errors.json",
+               "timings.json", "report.html"):
+    assert os.path.exists(os.path.join(out, name)), name
+  ids = {t.task_id for t in tasks[:3]} | {"big"}
+  sub = submission.read_submission(os.path.join(out, "submission.json"),
+                                   expected_tests={i: 1 for i in ids} | {
+                                       t.task_id: len(t.test) for t in tasks[:3]})
+  assert set(sub) == ids  # every valid task has its attempts; the broken one is reported
+  errors = json.load(open(os.path.join(out, "errors.json")))
+  assert any("broken" in e for e in errors["load_errors"])
+  assert "big" in errors["ttt_skipped"]
+  assert summary["num_scored"] == 4 and 0 <= summary["solved"] <= 4
+  cands = json.load(open(os.path.join(out, "candidates.json")))
+  assert all(r["num_views"] >= 1 for tid, rs in cands.items() if tid != "big" for r in rs)
+  assert cands["big"][0]["num_views"] == 0 and cands["big"][0]["fallback"]  # no view fits
+  assert os.path.exists(os.path.join(out, "adapters", f"{tasks[0].task_id}.safetensors"))
+
+  # A rerun reuses adapters and predictions and writes the same submission.
+  before = open(os.path.join(out, "submission.json")).read()
+  os.remove(os.path.join(out, "submission.json"))
+  pipeline.run_pipeline(_config(str(task_dir), tiny_model_dir, out))
+  assert open(os.path.join(out, "submission.json")).read() == before
+
+
+def test_vote_test_input_falls_back_when_nothing_parses():
+  tasks, _ = io.load_tasks("dev80-small:1")
+  r = pipeline.vote_test_input([], tasks[0], 0)
+  assert r["fallback"] and len(r["attempts"]) == 2
+  np.testing.assert_array_equal(r["attempts"][0], tasks[0].test[0].input)

@@ -1,0 +1,256 @@
+"""The whole paper pipeline as one function: TTT -> augmented prediction -> vote -> score.
+
+``run_pipeline(cfg)`` is what ``experiments/pipeline.py`` calls. Every stage
+writes its results under ``cfg.out_dir``: per-task adapters (``adapters/``),
+per-task predictions (``predictions/<task>.json``), and at the end
+``submission.json`` (Kaggle format), ``candidates.json`` (every candidate with its
+votes), ``scores.json`` (per task and per level), ``timings.json`` and
+``report.html``. Finished adapters and predictions are reused, so a run killed
+at any point and started again with the same ``out_dir`` finishes the rest.
+
+Bad input never stops the run: tasks that fail validation are reported in
+``errors.json``; a task whose TTT data does not fit the token budget skips TTT
+(reason recorded) and is predicted by the base model; a test input with no valid
+candidate still gets two attempts from a documented fallback (``fallback_attempts``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Optional, Sequence
+
+import numpy as np
+from absl import logging
+
+from ttt_jax import voting
+from ttt_jax.arc import io, splits
+from ttt_jax.arc.task import Grid, Task
+from ttt_jax.eval import baseline, report, scoring, submission
+from ttt_jax.infer import predict, views as views_lib
+
+PREDICTIONS = "predictions"
+
+
+class Progress:
+  """Logs ``done/total``, elapsed time and ETA for a long stage."""
+
+  def __init__(self, name: str, total: int):
+    self.name, self.total, self.done, self.start = name, total, 0, time.perf_counter()
+
+  def step(self, n: int = 1, extra: str = "") -> None:
+    self.done += n
+    elapsed = time.perf_counter() - self.start
+    eta = elapsed / max(self.done, 1) * (self.total - self.done)
+    logging.info("[%s] %d/%d  %.0fs elapsed, ETA %.0fs %s", self.name, self.done, self.total,
+                 elapsed, eta, extra)
+
+
+def fallback_attempts(task: Task, test_index: int) -> list[Grid]:
+  """Two attempts when no view gave a valid grid: the model-free baseline
+  (the test input, and the input under the rotation/flip that maps most demonstrations)."""
+  return list(baseline.baseline_attempts(task)[test_index])
+
+
+def _grid_json(g: Optional[Grid]) -> Optional[list]:
+  return None if g is None else np.asarray(g).tolist()
+
+
+def _prediction_path(out_dir: str, task_id: str) -> str:
+  return os.path.join(out_dir, PREDICTIONS, task_id.replace("/", "_") + ".json")
+
+
+def vote_test_input(answers: Sequence[predict.ViewAnswer], task: Task, test_index: int,
+                    method: str = "hierarchical") -> dict:
+  """Voted attempts for one test input, as plain JSON-able data."""
+  cands = [voting.Candidate(a.grid, a.view.transform.name) for a in answers if a.grid is not None]
+  n_invalid = sum(a.grid is None for a in answers)
+  ranked = (voting.hierarchical_vote(cands) if method == "hierarchical"
+            else voting.flat_vote(cands))
+  attempts = voting.attempts(ranked, 2)
+  fallback = len(attempts) < 2
+  if fallback:  # fewer than two distinct voted grids: top up from the baseline
+    for g in fallback_attempts(task, test_index):
+      if len(attempts) < 2 and not any(np.array_equal(g, a) and g.shape == a.shape
+                                       for a in attempts):
+        attempts.append(g)
+    while len(attempts) < 2:
+      attempts.append(attempts[0])
+  counts = voting.flat_vote(cands)
+  return {
+      "attempts": [_grid_json(a) for a in attempts],
+      "fallback": fallback,
+      "num_views": len(answers),
+      "num_invalid": n_invalid,
+      "ranked": [{"grid": _grid_json(v.grid), "votes": v.votes, "count": v.count,
+                  "fill_in": v.fill_in} for v in ranked],
+      "candidates": [{"grid": _grid_json(v.grid), "count": v.count,
+                      "identity_count": v.identity_count} for v in counts],
+  }
+
+
+def _load_adapters(out_dir: str, tasks: Sequence[Task]) -> dict[str, Any]:
+  from ttt_jax.train import checkpoint  # deferred: only needed with TTT
+  adapters = {}
+  for t in tasks:
+    adapter, meta = checkpoint.load_adapter(os.path.join(out_dir, "adapters"), t.task_id)
+    adapters[t.task_id] = adapter if meta.get("status") == "trained" else None
+  return adapters
+
+
+def predict_tasks(params: Any, tasks: Sequence[Task], adapters: dict[str, Any], *, mcfg: Any,
+                  lcfg: Any, out_dir: str, view_cfg: Any, group_size: int,
+                  vote_method: str = "hierarchical") -> dict[str, list[dict]]:
+  """Predicts every test input of every task (reusing finished prediction files)."""
+  import jax  # deferred: the numpy-only parts of this module import without JAX
+  from ttt_jax.model import lora as lora_lib
+  os.makedirs(os.path.join(out_dir, PREDICTIONS), exist_ok=True)
+  results: dict[str, list[dict]] = {}
+  todo = []
+  for t in tasks:
+    path = _prediction_path(out_dir, t.task_id)
+    if os.path.exists(path):
+      with open(path) as f:
+        results[t.task_id] = json.load(f)["tests"]
+    else:
+      todo.append(t)
+  context = min(view_cfg.max_tokens, mcfg.max_seq_len)  # prompt + answer must fit
+  entries = []  # (task, test_index, views)
+  for t in todo:
+    for j in range(len(t.test)):
+      vs = views_lib.make_views(t, j, n_orders=view_cfg.n_orders, leave_out=view_cfg.leave_out,
+                                max_tokens=context, seed=view_cfg.seed)
+      entries.append((t, j, vs))
+  entries.sort(key=lambda e: max((len(v.prompt_T) for v in e[2]), default=0))
+  use_lora = lcfg is not None and any(a is not None for a in adapters.values())
+  zero = None
+  if use_lora:  # tasks without TTT use a fresh adapter: B = 0, so exactly the base model
+    zero = jax.tree.map(np.asarray, lora_lib.init_lora(mcfg, lcfg, jax.random.key(0)))
+  per_task: dict[str, dict[int, dict]] = {t.task_id: {} for t in todo}
+  progress = Progress("predict", len(entries))
+  for g in range(0, len(entries), group_size):
+    group = entries[g:g + group_size]
+    live = [(t, vs) for t, _, vs in group if vs]
+    budget = max([views_lib.answer_budget(t) for t, _ in live], default=1)
+    longest = max([len(v.prompt_T) for _, vs in live for v in vs], default=1)
+    max_new = min(predict.bucket(budget, 32), context - longest)  # >= budget: views fit
+    ads = [(adapters.get(t.task_id) if adapters.get(t.task_id) is not None else zero)
+           if use_lora else None for t, _, _ in group]
+    answers = predict.decode_views(params, ads, [vs for _, _, vs in group], cfg=mcfg,
+                                   lora_cfg=lcfg if use_lora else None, max_new_tokens=max_new,
+                                   max_total_tokens=context)
+    for (t, j, _), ans in zip(group, answers):
+      per_task[t.task_id][j] = vote_test_input(ans, t, j, vote_method)
+      if len(per_task[t.task_id]) == len(t.test):
+        tests = [per_task[t.task_id][i] for i in range(len(t.test))]
+        path = _prediction_path(out_dir, t.task_id)
+        with open(path + ".tmp", "w") as f:
+          json.dump({"task_id": t.task_id, "tests": tests}, f)
+        os.replace(path + ".tmp", path)
+        results[t.task_id] = tests
+    progress.step(len(group), f"(max {max_new} new tokens)")
+  return {t.task_id: results[t.task_id] for t in tasks}
+
+
+def write_outputs(out_dir: str, tasks: Sequence[Task], results: dict[str, list[dict]],
+                  errors: Sequence[Exception], ttt_notes: dict[str, str],
+                  timings: dict[str, float], title: str) -> dict:
+  """submission.json, candidates.json, scores.json, errors.json, timings.json, report.html."""
+  attempts = {tid: [[np.asarray(a, np.int8) for a in r["attempts"]] for r in rs]
+              for tid, rs in results.items()}
+  submission.write_submission(os.path.join(out_dir, "submission.json"),
+                              {tid: [tuple(a) for a in per] for tid, per in attempts.items()},
+                              expected_tests={t.task_id: len(t.test) for t in tasks})
+  with open(os.path.join(out_dir, "candidates.json"), "w") as f:
+    json.dump(results, f)
+  levels = splits.eval_levels()
+  scored = [t for t in tasks if t.has_test_outputs]
+  scores = scoring.score_submission(attempts, scoring.solutions_from_tasks(scored), levels)
+  table = scoring.level_table(scores)
+  summary = {
+      "num_tasks": len(tasks), "num_scored": len(scored),
+      "solved": sum(s.correct for s in scores),
+      "tasks": [dataclasses.asdict(s) for s in scores],
+      "table": [dataclasses.asdict(r) if dataclasses.is_dataclass(r) else r for r in table],
+  }
+  with open(os.path.join(out_dir, "scores.json"), "w") as f:
+    json.dump(summary, f, indent=1)
+  with open(os.path.join(out_dir, "errors.json"), "w") as f:
+    json.dump({"load_errors": [str(e) for e in errors], "ttt_skipped": ttt_notes}, f, indent=1)
+  with open(os.path.join(out_dir, "timings.json"), "w") as f:
+    json.dump(timings, f, indent=1)
+  by_id = {s.task_id: s for s in scores}
+  reps = []
+  for t in tasks:
+    tests = []
+    for j, r in enumerate(results[t.task_id]):
+      tests.append(report.TestInputReport(
+          t.test[j].input, [np.asarray(a) for a in r["attempts"]], t.test[j].output,
+          votes=[(np.asarray(c["grid"]), c["count"]) for c in r["candidates"][:5]],
+          num_candidates=r["num_views"] - r["num_invalid"], num_invalid=r["num_invalid"]))
+    s = by_id.get(t.task_id)
+    reps.append(report.TaskReport(t, tests, level=levels.get(t.task_id),
+                                  correct=None if s is None else s.correct,
+                                  note=ttt_notes.get(t.task_id, "")))
+  extra = [("tasks", str(len(tasks))), ("load errors", str(len(errors)))]
+  extra += [(f"time: {k}", f"{v:.1f}s") for k, v in timings.items()]
+  report.write_html(os.path.join(out_dir, "report.html"), reps, title=title, extra=extra)
+  summary["table_text"] = scoring.format_table(table)
+  return summary
+
+
+def _ttt_stage(cfg: Any, tasks: Sequence[Task], params: Any, mcfg: Any
+               ) -> tuple[Any, dict[str, Any], dict[str, str]]:
+  """Trains (or reuses) every task's adapter; returns (lora cfg, adapters, skip reasons)."""
+  from ttt_jax.model import lora as lora_lib
+  from ttt_jax.train import optim, ttt
+  lcfg = lora_lib.LoraConfig(rank=cfg.ttt.lora_rank, alpha=cfg.ttt.lora_alpha,
+                             targets=tuple(cfg.ttt.lora_targets))
+  overrides = {} if cfg.ttt.learning_rate is None else {"learning_rate": cfg.ttt.learning_rate}
+  ocfg = optim.ttt_optim_config(mcfg.name, **overrides)
+  tcfg = ttt.TTTConfig(batch_size=cfg.ttt.batch_size, epochs=cfg.ttt.epochs, n_max=cfg.ttt.n_max,
+                       max_tokens=cfg.ttt.max_tokens, loss_mode=cfg.ttt.loss_mode,
+                       augment=cfg.ttt.augment, group_size=cfg.ttt.group_size,
+                       min_bucket=cfg.ttt.min_bucket, seed=cfg.seed,
+                       shared_adapter=cfg.ttt.shared_adapter)
+  ttt.run_ttt(tasks, params, mcfg=mcfg, lcfg=lcfg, ocfg=ocfg, tcfg=tcfg, out_dir=cfg.out_dir)
+  adapters = _load_adapters(cfg.out_dir, tasks)
+  notes = {tid: f"TTT skipped: no leave-one-out example fits {tcfg.max_tokens} tokens"
+           for tid, a in adapters.items() if a is None}
+  return lcfg, adapters, notes
+
+
+def run_pipeline(cfg: Any) -> dict:
+  """Runs every stage for ``cfg`` (see ``experiments/configs/pipeline.py``); returns the scores."""
+  from ttt_jax.model import store
+  from ttt_jax.train import checkpoint
+  timings: dict[str, float] = {}
+  t0 = time.perf_counter()
+  os.makedirs(cfg.out_dir, exist_ok=True)
+  tasks, errors = io.load_tasks(cfg.tasks, cfg.solutions or None)
+  if not tasks:
+    raise ValueError(f"no valid task in {cfg.tasks!r} ({len(errors)} failed to load)")
+  logging.info("pipeline: %d tasks from %s (%d failed to load)", len(tasks), cfg.tasks,
+               len(errors))
+  model_dir = cfg.model_dir or store.DEFAULT_MODEL_DIR
+  params, mcfg = checkpoint.load_base_model(model_dir, "", dict(cfg.get("model_overrides") or {}))
+  timings["load"] = time.perf_counter() - t0
+
+  t1 = time.perf_counter()
+  lcfg, adapters, notes = None, {t.task_id: None for t in tasks}, {}
+  if cfg.ttt.enabled:
+    lcfg, adapters, notes = _ttt_stage(cfg, tasks, params, mcfg)
+  timings["ttt"] = time.perf_counter() - t1
+
+  t2 = time.perf_counter()
+  results = predict_tasks(params, tasks, adapters, mcfg=mcfg, lcfg=lcfg, out_dir=cfg.out_dir,
+                          view_cfg=cfg.infer, group_size=cfg.infer.group_size,
+                          vote_method=cfg.infer.vote)
+  timings["predict"] = time.perf_counter() - t2
+  timings["total"] = time.perf_counter() - t0
+  title = f"ttt_jax pipeline: {cfg.tasks} with {model_dir}"
+  summary = write_outputs(cfg.out_dir, tasks, results, errors, notes, timings, title)
+  summary["report"] = os.path.join(cfg.out_dir, "report.html")
+  return summary
