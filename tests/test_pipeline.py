@@ -69,6 +69,12 @@ def test_pipeline_end_to_end_with_bad_and_oversized_tasks(tmp_path, tiny_model_d
   pipeline.run_pipeline(_config(str(task_dir), tiny_model_dir, out))
   assert open(os.path.join(out, "submission.json")).read() == before
 
+  # Predicting later with the saved adapters (experiments/predict.py) gives the same answers.
+  c = _config(str(task_dir), tiny_model_dir, str(tmp_path / "pred"))
+  c.ttt.enabled, c.adapters_dir = False, os.path.join(out, "adapters")
+  pipeline.run_pipeline(c)
+  assert open(str(tmp_path / "pred" / "submission.json")).read() == before
+
 
 def test_vote_test_input_falls_back_when_nothing_parses():
   tasks, _ = io.load_tasks("dev80-small:1")

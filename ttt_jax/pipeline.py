@@ -91,13 +91,23 @@ def vote_test_input(answers: Sequence[predict.ViewAnswer], task: Task, test_inde
   }
 
 
-def _load_adapters(out_dir: str, tasks: Sequence[Task]) -> dict[str, Any]:
-  from ttt_jax.train import checkpoint  # deferred: only needed with TTT
-  adapters = {}
+def _load_adapters(adapter_dir: str, tasks: Sequence[Task]
+                   ) -> tuple[dict[str, Any], Optional[Any]]:
+  """Each task's saved adapter (None when it has none) and the LoRA config they share."""
+  from ttt_jax.model import lora as lora_lib  # deferred: only needed with TTT
+  from ttt_jax.train import checkpoint
+  adapters, lcfg = {}, None
   for t in tasks:
-    adapter, meta = checkpoint.load_adapter(os.path.join(out_dir, "adapters"), t.task_id)
-    adapters[t.task_id] = adapter if meta.get("status") == "trained" else None
-  return adapters
+    if not checkpoint.adapter_done(adapter_dir, t.task_id):
+      adapters[t.task_id] = None
+      continue
+    adapter, meta = checkpoint.load_adapter(adapter_dir, t.task_id)
+    trained = meta.get("status") == "trained"
+    adapters[t.task_id] = adapter if trained else None
+    if trained and lcfg is None:
+      lcfg = lora_lib.LoraConfig(rank=meta["lora_rank"], alpha=meta["lora_alpha"],
+                                 targets=tuple(meta["lora_targets"]))
+  return adapters, lcfg
 
 
 def predict_tasks(params: Any, tasks: Sequence[Task], adapters: dict[str, Any], *, mcfg: Any,
@@ -216,7 +226,7 @@ def _ttt_stage(cfg: Any, tasks: Sequence[Task], params: Any, mcfg: Any
                        min_bucket=cfg.ttt.min_bucket, seed=cfg.seed,
                        shared_adapter=cfg.ttt.shared_adapter)
   ttt.run_ttt(tasks, params, mcfg=mcfg, lcfg=lcfg, ocfg=ocfg, tcfg=tcfg, out_dir=cfg.out_dir)
-  adapters = _load_adapters(cfg.out_dir, tasks)
+  adapters, _ = _load_adapters(os.path.join(cfg.out_dir, "adapters"), tasks)
   notes = {tid: f"TTT skipped: no leave-one-out example fits {tcfg.max_tokens} tokens"
            for tid, a in adapters.items() if a is None}
   return lcfg, adapters, notes
@@ -242,6 +252,10 @@ def run_pipeline(cfg: Any) -> dict:
   lcfg, adapters, notes = None, {t.task_id: None for t in tasks}, {}
   if cfg.ttt.enabled:
     lcfg, adapters, notes = _ttt_stage(cfg, tasks, params, mcfg)
+  elif cfg.get("adapters_dir"):  # adapters trained earlier, e.g. by experiments/ttt.py
+    adapters, lcfg = _load_adapters(cfg.adapters_dir, tasks)
+    notes = {tid: "no adapter: predicted by the base model"
+             for tid, a in adapters.items() if a is None}
   timings["ttt"] = time.perf_counter() - t1
 
   t2 = time.perf_counter()

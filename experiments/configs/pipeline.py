@@ -19,6 +19,7 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
   c.model_dir = ""  # a ttt_jax.model.store directory; "" = the embedded default model
   c.model_overrides = config_dict.ConfigDict()
   c.out_dir = "runs/pipeline"
+  c.adapters_dir = ""  # with ttt.enabled=False: use adapters saved here (experiments/ttt.py)
   c.seed = 0
   c.ttt = config_dict.ConfigDict(dict(
       enabled=True, lora_rank=32, lora_alpha=16.0,
