@@ -132,3 +132,15 @@ def test_parse_sources():
   assert task_stream.parse_sources("arc1-train") == [("arc1-train", 1.0)]
   with pytest.raises(ValueError, match="name:weight"):
     task_stream.parse_sources("x:y")
+
+
+def test_training_history_keeps_the_last_record_of_each_step(tmp_path):
+  path = tmp_path / "metrics.jsonl"
+  rows = [{"step": 1, "loss": 3.0, "tokens": 10}, {"step": 2, "loss": 2.0, "tokens": 10},
+          {"step": 2, "loss": 2.5, "tokens": 12, "eval_loss": 2.4},  # re-logged after a resume
+          {"step": 3, "loss": 1.0, "tokens": 10}]
+  path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+  h = finetune.training_history(str(path), max_points=2)
+  assert h["tokens_seen"] == 32
+  assert h["loss_curve"] == [[1, 3.0], [3, 1.0]]
+  assert h["eval_loss_curve"] == [[2, 2.4]]

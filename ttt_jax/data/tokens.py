@@ -25,6 +25,9 @@ BOS = 13
 EOS = 14
 PAD = 15
 VOCAB_SIZE = 16
+DESCRIPTION = ("compact ARC vocabulary (ttt_jax.data.tokens): ids 0-9 colours, 10 NL (end of row), "
+               "11 IN, 12 OUT, 13 BOS, 14 EOS, 15 PAD; episode = BOS (IN grid OUT grid EOS)* IN query "
+               "OUT, answer = grid EOS")
 TOKEN_NAMES = tuple(str(c) for c in range(NUM_COLOURS)) + ("\\n", "<in>", "<out>", "<bos>", "<eos>", "<pad>")
 
 

@@ -15,6 +15,7 @@ import functools
 import json
 import math
 import os
+import sys
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 import jax
@@ -22,6 +23,7 @@ from absl import logging
 
 from ttt_jax.arc.task import Task
 from ttt_jax.data import batching
+from ttt_jax.data import tokens as tokens_lib
 from ttt_jax.parallel import mesh as mesh_lib
 from ttt_jax.parallel import sharding
 from ttt_jax.train import checkpoint, metrics as metrics_lib, steps, task_stream
@@ -60,6 +62,29 @@ def _load_tasks(spec: str) -> list[Task]:
   if not tasks:
     raise ValueError(f"no tasks loaded from {spec!r}")
   return list(tasks)
+
+
+def training_history(metrics_path: str, max_points: int = 200) -> dict:
+  """Tokens seen and a (downsampled) loss curve from ``metrics.jsonl``.
+
+  A resumed run re-logs the steps after its last checkpoint; the last record of
+  each step wins, so the history is that of the run as it finally happened.
+  """
+  by_step: dict[int, dict] = {}
+  if os.path.exists(metrics_path):
+    with open(metrics_path) as f:
+      for line in f:
+        r = json.loads(line)
+        if "loss" in r:
+          by_step[int(r["step"])] = r
+  steps_sorted = sorted(by_step)
+  stride = max(1, -(-len(steps_sorted) // max_points))
+  curve = [[s, round(by_step[s]["loss"], 5)] for s in steps_sorted[::stride]]
+  if steps_sorted and curve[-1][0] != steps_sorted[-1]:
+    curve.append([steps_sorted[-1], round(by_step[steps_sorted[-1]]["loss"], 5)])
+  evals = [[s, round(by_step[s]["eval_loss"], 5)] for s in steps_sorted if "eval_loss" in by_step[s]]
+  return {"tokens_seen": int(sum(r.get("tokens", 0) for r in by_step.values())),
+          "loss_curve": curve, "eval_loss_curve": evals}
 
 
 def _eval_batches(examples: Sequence[Any], batch_size: int, buckets: Sequence[int]) -> list:
@@ -173,7 +198,8 @@ def run_finetune(cfg: Any, *, make_stream: Optional[Callable[[int], Iterator[Tas
     step, m, tokens, flops = pending
     meter.add(tokens, flops)
     loss = float(m["loss"])
-    record = {"step": step, "loss": loss, "lr": float(m["lr"]), "grad_norm": float(m["grad_norm"])}
+    record = {"step": step, "loss": loss, "lr": float(m["lr"]), "grad_norm": float(m["grad_norm"]),
+              "tokens": tokens}
     ok = math.isfinite(loss)
     if not ok:
       status = "nan"
@@ -223,9 +249,11 @@ def run_finetune(cfg: Any, *, make_stream: Optional[Callable[[int], Iterator[Tas
     checkpoint.save_params(os.path.join(cfg.out_dir, "params"), final)
     if jax.process_index() == 0:  # the portable model directory (what TTT and the pipeline load)
       store.save_model(os.path.join(cfg.out_dir, "model"), final, mcfg, meta={
-          "made_by": "experiments/finetune.py", "steps": cfg.steps, "final_loss": record.get("loss"),
+          "made_by": "experiments/finetune.py", "command": " ".join(sys.argv),
+          "steps": cfg.steps, "final_loss": record.get("loss"),
           "eval_loss": record.get("eval_loss"), "lora": is_lora, "sources": cfg.data.sources,
-          "seed": cfg.seed, "batch_size": cfg.batch_size, "max_tokens": cfg.max_tokens})
+          "seed": cfg.seed, "batch_size": cfg.batch_size, "max_tokens": cfg.max_tokens,
+          "tokenizer": tokens_lib.DESCRIPTION, **training_history(log_path)})
   record["status"] = status
   return record
 
