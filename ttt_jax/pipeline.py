@@ -221,7 +221,8 @@ def _ttt_stage(cfg: Any, tasks: Sequence[Task], params: Any, mcfg: Any
   overrides = {} if cfg.ttt.learning_rate is None else {"learning_rate": cfg.ttt.learning_rate}
   ocfg = optim.ttt_optim_config(mcfg.name, **overrides)
   tcfg = ttt.TTTConfig(batch_size=cfg.ttt.batch_size, epochs=cfg.ttt.epochs, n_max=cfg.ttt.n_max,
-                       max_tokens=cfg.ttt.max_tokens, loss_mode=cfg.ttt.loss_mode,
+                       max_tokens=min(cfg.ttt.max_tokens, mcfg.max_seq_len),
+                       loss_mode=cfg.ttt.loss_mode,
                        augment=cfg.ttt.augment, group_size=cfg.ttt.group_size,
                        min_bucket=cfg.ttt.min_bucket, seed=cfg.seed,
                        shared_adapter=cfg.ttt.shared_adapter)
