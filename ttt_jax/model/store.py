@@ -26,19 +26,21 @@ DEFAULT_MODEL_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath
 _DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+def flatten(tree: dict, sep: str = "/", prefix: str = "") -> dict[str, Any]:
+  """Nested dicts -> ``{"a/b/c": leaf}`` (the flat naming safetensors files need)."""
   out = {}
   for k, v in tree.items():
-    name = f"{prefix}/{k}" if prefix else str(k)
-    out.update(_flatten(v, name) if isinstance(v, dict) else {name: v})
+    name = f"{prefix}{sep}{k}" if prefix else str(k)
+    out.update(flatten(v, sep, name) if isinstance(v, dict) else {name: v})
   return out
 
 
-def _unflatten(flat: dict[str, Any]) -> dict:
+def unflatten(flat: dict[str, Any], sep: str = "/") -> dict:
+  """Inverse of ``flatten``."""
   out: dict = {}
   for name, v in flat.items():
     node = out
-    *parents, leaf = name.split("/")
+    *parents, leaf = name.split(sep)
     for p in parents:
       node = node.setdefault(p, {})
     node[leaf] = v
@@ -57,7 +59,7 @@ def save_model(directory: str, params: dict, cfg: config_lib.ModelConfig,
   """Writes the model directory (weights cast to ``dtype``); returns its path."""
   os.makedirs(directory, exist_ok=True)
   flat = {k: np.ascontiguousarray(np.asarray(jax.device_get(v)).astype(_DTYPES[dtype]))
-          for k, v in _flatten(params).items()}
+          for k, v in flatten(params).items()}
   save_file(flat, os.path.join(directory, "params.safetensors"))
   with open(os.path.join(directory, "config.json"), "w") as f:
     json.dump(config_to_json(cfg), f, indent=1)
@@ -80,5 +82,5 @@ def load_model(directory: Optional[str] = None, dtype: str = "float32", **cfg_ov
     with open(os.path.join(directory, "meta.json")) as f:
       meta = json.load(f)
   flat = load_file(os.path.join(directory, "params.safetensors"))
-  params = _unflatten({k: v.astype(_DTYPES[dtype]) for k, v in flat.items()})
+  params = unflatten({k: v.astype(_DTYPES[dtype]) for k, v in flat.items()})
   return params, cfg, meta

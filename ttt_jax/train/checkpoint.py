@@ -20,6 +20,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from ttt_jax.model import store
+
 PyTree = Any
 
 
@@ -75,28 +77,6 @@ def load_params(directory: str, target: Optional[PyTree] = None) -> PyTree:
     return ckpt.restore(os.path.abspath(directory), _abstract(target))
 
 
-def _flatten(tree: PyTree, prefix: str = "") -> dict[str, np.ndarray]:
-  out = {}
-  for k, v in tree.items():
-    name = f"{prefix}/{k}" if prefix else str(k)
-    if isinstance(v, dict):
-      out.update(_flatten(v, name))
-    else:
-      out[name] = np.asarray(v)
-  return out
-
-
-def _unflatten(flat: dict[str, np.ndarray]) -> dict:
-  out: dict = {}
-  for name, v in flat.items():
-    node = out
-    *parents, leaf = name.split("/")
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = v
-  return out
-
-
 def _safe_id(task_id: str) -> str:
   if not task_id or any(c in task_id for c in "/\\\0") or task_id.startswith("."):
     raise ValueError(f"task id {task_id!r} cannot be used as a file name")
@@ -118,7 +98,7 @@ def save_adapter(directory: str, task_id: str, adapter: PyTree, meta: dict) -> N
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
   os.makedirs(directory, exist_ok=True)
   st_path, json_path = adapter_paths(directory, task_id)
-  flat = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in _flatten(adapter).items()}
+  flat = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in store.flatten(adapter).items()}
   tmp = st_path + ".tmp"
   save_file(flat, tmp)
   os.replace(tmp, st_path)
@@ -135,7 +115,7 @@ def load_adapter(directory: str, task_id: str) -> tuple[dict, dict]:
     raise FileNotFoundError(f"no finished adapter for task {task_id!r} in {directory}")
   with open(json_path) as f:
     meta = json.load(f)
-  return _unflatten(load_file(st_path)), meta
+  return store.unflatten(load_file(st_path)), meta
 
 
 def load_base_model(path: str, model: str, overrides: Optional[dict] = None
@@ -155,7 +135,6 @@ def load_base_model(path: str, model: str, overrides: Optional[dict] = None
   if not os.path.exists(path):
     raise FileNotFoundError(f"base model {path!r} does not exist")
   if os.path.exists(os.path.join(path, "params.safetensors")):
-    from ttt_jax.model import store  # pylint: disable=g-import-not-at-top
     # store.load_model's ``dtype`` is the parameter dtype; ours is the config's activation dtype.
     act = {k: overrides.pop(k) for k in ("dtype",) if k in overrides}
     params, mcfg, _ = store.load_model(path, dtype=overrides.get("param_dtype", "float32"),
