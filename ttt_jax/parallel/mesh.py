@@ -47,8 +47,10 @@ def initialize_multihost(coordinator_address: Optional[str] = None,
                          process_id: Optional[int] = None) -> bool:
   """Calls ``jax.distributed.initialize`` when running as one of several processes.
 
-  On TPU pods, SLURM and other clusters JAX discovers everything itself; elsewhere pass the
-  coordinator or set ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``.
+  On TPU pods, SLURM and other clusters JAX discovers everything itself (on a TPU VM pod,
+  which sets no variable of its own, ``launch/tpu_pod.py`` sets ``TTT_JAX_MULTIHOST=1`` to ask
+  for that discovery); elsewhere pass the coordinator or set ``JAX_COORDINATOR_ADDRESS``,
+  ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``.
   Must run before any other JAX call. Returns whether distributed mode was started; a single
   process (no cluster, no settings) is left alone.
   """
@@ -57,8 +59,9 @@ def initialize_multihost(coordinator_address: Optional[str] = None,
     num_processes = int(os.environ["JAX_NUM_PROCESSES"])
   if process_id is None and "JAX_PROCESS_ID" in os.environ:
     process_id = int(os.environ["JAX_PROCESS_ID"])
-  on_cluster = any(k in os.environ for k in ("SLURM_NTASKS", "TPU_WORKER_HOSTNAMES",
-                                             "MEGASCALE_COORDINATOR_ADDRESS"))
+  on_cluster = (os.environ.get("TTT_JAX_MULTIHOST") == "1" or
+                any(k in os.environ for k in ("SLURM_NTASKS", "TPU_WORKER_HOSTNAMES",
+                                              "MEGASCALE_COORDINATOR_ADDRESS")))
   if coordinator_address is None and not on_cluster:
     return False
   if on_cluster and os.environ.get("SLURM_NTASKS") == "1" and coordinator_address is None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import time
 import zlib
@@ -123,12 +124,40 @@ def train_group(params: PyTree, datasets: Sequence[Sequence[Any]], task_ids: Seq
   return out_adapters, stats
 
 
+def _known_lengths(adapter_dir: str, tasks: Sequence[Task], done: set[str]) -> dict[str, int]:
+  """Longest-example lengths of finished tasks, from their saved metadata (0: no TTT data)."""
+  out = {}
+  for t in tasks:
+    if t.task_id in done:
+      _, json_path = checkpoint.adapter_paths(adapter_dir, t.task_id)
+      with open(json_path) as f:
+        meta = json.load(f)
+      if meta.get("status") == "no_data":
+        out[t.task_id] = 0
+      elif "input_length" in meta:  # adapters saved before it was recorded are rebuilt
+        out[t.task_id] = int(meta["input_length"])
+  return out
+
+
 def run_ttt(tasks: Sequence[Task], params: PyTree, *, mcfg: Any, lcfg: Any, ocfg: OptimConfig,
             tcfg: TTTConfig, out_dir: str, mesh: Optional[jax.sharding.Mesh] = None,
-            overwrite: bool = False) -> dict:
-  """Trains (or skips, when already saved) every task's adapter; returns a summary dict."""
+            overwrite: bool = False, task_parallel: bool = False) -> dict:
+  """Trains (or skips, when already saved) every task's adapter; returns a summary dict.
+
+  The groups are planned over *all* tasks, finished or not (finished ones report their length
+  from their metadata), so a resumed run trains each remaining task in exactly the group it
+  would have had in an uninterrupted run, and gets the same adapter.
+
+  ``task_parallel``: this is one of several processes (``ttt_jax.parallel.multihost``); each
+  builds the datasets of its share of the tasks, the lengths are exchanged, and each trains its
+  share of the (global) groups on ``mesh``, which must then hold only its own devices (default:
+  all local devices). Otherwise all processes run every group together on a global ``mesh``.
+  """
+  from ttt_jax.parallel import multihost  # pylint: disable=g-import-not-at-top
   adapter_dir = os.path.join(out_dir, "adapters")
-  mesh = mesh or mesh_lib.make_mesh()
+  index, count = ((multihost.process_index(), multihost.process_count()) if task_parallel
+                  else (0, 1))
+  mesh = mesh or (multihost.local_mesh() if task_parallel else mesh_lib.make_mesh())
   shards = int(np.prod([mesh.shape[a] for a in mesh_lib.BATCH_AXES]))
   params = sharding.shard(params, sharding.tree_shardings(params, mesh))
   meta_common = {"model": getattr(mcfg, "name", ""), "lora_rank": lcfg.rank,
@@ -136,47 +165,61 @@ def run_ttt(tasks: Sequence[Task], params: PyTree, *, mcfg: Any, lcfg: Any, ocfg
                  "optim": dataclasses.asdict(ocfg), "ttt": dataclasses.asdict(tcfg)}
   summary = {"trained": [], "skipped_done": [], "no_data": []}
 
-  todo = [t for t in tasks if overwrite or not checkpoint.adapter_done(adapter_dir, t.task_id)]
-  summary["skipped_done"] = [t.task_id for t in tasks if t not in todo]
-  if tcfg.shared_adapter and not todo:
+  done = set() if overwrite else {t.task_id for t in tasks
+                                  if checkpoint.adapter_done(adapter_dir, t.task_id)}
+  summary["skipped_done"] = [t.task_id for t in tasks if t.task_id in done]
+  if len(done) == len(tasks):
     return summary
-  datasets = build_datasets(todo, tcfg)
+  lengths = _known_lengths(adapter_dir, tasks, done)
+  unknown = [t for t in tasks if t.task_id not in lengths]
+  datasets = build_datasets([unknown[i] for i in multihost.owned(len(unknown), index, count)],
+                            tcfg)
   for tid, exs in datasets.items():
-    if not exs:
+    if not exs and tid not in done:
       checkpoint.save_adapter(adapter_dir, tid, {}, {**meta_common, "task_id": tid,
                                                      "status": "no_data"})
       summary["no_data"].append(tid)
-  ready = [t.task_id for t in todo if datasets[t.task_id]]
+  mine = {tid: max((batching.input_length(e) for e in exs), default=0)
+          for tid, exs in datasets.items()}
+  lengths.update(multihost.merge_dicts(multihost.allgather_json("ttt_lengths", mine))
+                 if task_parallel else mine)
+  ready = [t.task_id for t in tasks if lengths[t.task_id] > 0]
 
   if tcfg.shared_adapter:
-    union = [e for tid in ready for e in datasets[tid]]
-    group_ids, group_data, k_size = [[SHARED_ID]], [[union]], shards
+    group_ids, k_size = [ready], shards
   else:
     k_size = -(-max(tcfg.group_size, 1) // shards) * shards
     buckets = batching.default_buckets(tcfg.max_tokens, tcfg.min_bucket)
-    lengths = [max(batching.input_length(e) for e in datasets[t]) for t in ready]
-    groups = batching.group_by_length(lengths, k_size, buckets)
+    groups = batching.group_by_length([lengths[t] for t in ready], k_size, buckets)
     group_ids = [[ready[i] for i in g] for g in groups]
-    group_data = [[datasets[t] for t in g] for g in group_ids]
+  my_groups = [group_ids[g] for g in multihost.owned(len(group_ids), index, count)
+               if any(t not in done for t in group_ids[g])]
+  by_id = {t.task_id: t for t in tasks}
+  datasets.update(build_datasets([by_id[t] for g in my_groups for t in g if t not in datasets],
+                                 tcfg))
 
   from ttt_jax.model import transformer  # pylint: disable=g-import-not-at-top
   apply_fn = functools.partial(transformer.forward, cfg=mcfg, lora_cfg=lcfg)
   step_fn = steps.jit_multitask_step(apply_fn, ocfg)
   t0 = time.perf_counter()
-  for gi, (ids, data) in enumerate(zip(group_ids, group_data)):
-    adapters, stats = train_group(params, data, ids, mcfg=mcfg, lcfg=lcfg, ocfg=ocfg, tcfg=tcfg,
-                                  mesh=mesh, num_tasks=k_size, step_fn=step_fn)
-    save_ids = ready if tcfg.shared_adapter else ids
+  for gi, ids in enumerate(my_groups):
+    if tcfg.shared_adapter:  # one adapter on the union of every task's data
+      train_ids, data = [SHARED_ID], [[e for tid in ids for e in datasets[tid]]]
+    else:
+      train_ids, data = ids, [datasets[t] for t in ids]
+    adapters, stats = train_group(params, data, train_ids, mcfg=mcfg, lcfg=lcfg, ocfg=ocfg,
+                                  tcfg=tcfg, mesh=mesh, num_tasks=k_size, step_fn=step_fn)
+    save_ids = [t for t in ids if t not in done]  # a half-saved group is retrained whole
     for tid in save_ids:
       k = 0 if tcfg.shared_adapter else ids.index(tid)
       checkpoint.save_adapter(adapter_dir, tid, adapters[k],
                               {**meta_common, **stats[k], "task_id": tid, "status": "trained",
-                               "shared": tcfg.shared_adapter})
+                               "shared": tcfg.shared_adapter, "input_length": lengths[tid]})
     summary["trained"].extend(save_ids)
     elapsed = time.perf_counter() - t0
-    eta = elapsed / (gi + 1) * (len(group_ids) - gi - 1)
+    eta = elapsed / (gi + 1) * (len(my_groups) - gi - 1)
     logging.info("TTT group %d/%d: %d tasks, %d steps at length %d, final loss %s; "
-                 "%.0fs elapsed, ETA %.0fs", gi + 1, len(group_ids), len(ids),
+                 "%.0fs elapsed, ETA %.0fs", gi + 1, len(my_groups), len(train_ids),
                  max(s["steps"] for s in stats), stats[0]["seq_len"],
                  " ".join(f"{s['final_loss']:.3f}" for s in stats), elapsed, eta)
   return summary
