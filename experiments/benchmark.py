@@ -205,7 +205,7 @@ def build_hf_model(mcfg: config_lib.ModelConfig, params: dict, *, lcfg: Optional
   import peft  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
   tdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
-  hcfg = transformers.LlamaConfig(**config_lib.to_hf_config(mcfg), attn_implementation="sdpa", use_cache=True)
+  hcfg = transformers.LlamaConfig(**config_lib.to_hf_config(mcfg), attn_implementation="sdpa", use_cache=not remat)
   with torch.device(device):
     model = transformers.LlamaForCausalLM._from_config(hcfg, dtype=tdtype)  # pylint: disable=protected-access
   sd = hf_state_dict(params, mcfg, [n for n in model.state_dict() if not n.endswith("inv_freq")])
@@ -371,6 +371,9 @@ def bench_lora(cfg, model_name: str, env: dict) -> list[dict]:
     if "hf_s" in r:
       r.update(hf_tok_s=B * T / r["hf_s"], hf_mfu=_mfu(flops, r["hf_s"], env["peak_flops"]),
                speedup=r["hf_s"] / seconds)
+      if abs(r["ours_loss0"] - r["hf_loss0"]) > 0.05 * abs(r["hf_loss0"]):
+        logging.warning("lora %s T=%d: step-0 losses differ (ours %.4f, HF %.4f): not the same model?",
+                        model_name, T, r["ours_loss0"], r["hf_loss0"])
     del box
   return list(rows.values())
 
@@ -397,7 +400,7 @@ def bench_full(cfg, model_name: str, env: dict) -> list[dict]:
       seconds, _ = median_seconds(call, _jax_sync, warmup=cfg.warmup, iters=cfg.iters)
     flops = B * T * _flops_per_token(mcfg, n_params, T, lora=False)
     rows.append({"measurement": "full", "model": model_name, "batch": B, "seq_len": T, "tokens": B * T,
-                 "params": n_params, "ours_s": seconds, "ours_tok_s": B * T / seconds, "flops": flops,
+                 "params": n_params, "param_dtype": mcfg.param_dtype, "dtype": mcfg.dtype, "ours_s": seconds, "ours_tok_s": B * T / seconds, "flops": flops,
                  "ours_tflops_s": flops / seconds / 1e12, "ours_mfu": _mfu(flops, seconds, env["peak_flops"])})
     del box
   return rows
@@ -594,8 +597,8 @@ def _table(header: list[str], lines: list[list[str]]) -> str:
 
 def markdown_section(rows: list[dict], env: dict, cfg, command: str) -> str:
   """One BENCHMARKS.md section: provenance lines, then a table per measurement."""
-  na = "n/a (no peak for this device; pass --config.peak_flops)" if not env["peak_flops"] else None
-  na_bw = "n/a (no bandwidth for this device; pass --config.hbm_bandwidth)" if not env["hbm_bandwidth"] else None
+  na = "n/a (no peak)" if not env["peak_flops"] else None
+  na_bw = "n/a (no bandwidth)" if not env["hbm_bandwidth"] else None
   versions = f"jax {env['jax']}, jaxlib {env['jaxlib']}, python {env['python']}"
   if env["hf"]:
     versions += f", torch {env['torch']}, transformers {env['transformers']}, peft {env['peft']}"
@@ -607,10 +610,13 @@ def markdown_section(rows: list[dict], env: dict, cfg, command: str) -> str:
            f"- date: {env['date']}",
            f"- versions: {versions}",
            f"- peak bf16: {_fmt(env['peak_flops'] and env['peak_flops'] / 1e12)} TFLOP/s; "
-           f"HBM: {_fmt(env['hbm_bandwidth'] and env['hbm_bandwidth'] / 1e12)} TB/s",
+           f"HBM: {_fmt(env['hbm_bandwidth'] and env['hbm_bandwidth'] / 1e12)} TB/s"
+           + ("" if not (na or na_bw) else " (no table entry for this device, so MFU / roofline columns say n/a; "
+              "give them with --config.peak_flops / --config.hbm_bandwidth)"),
            f"- config: preset `{cfg.preset}`, model overrides {dict(cfg.model_overrides)}, LoRA rank "
            f"{cfg.lora_cfg.rank} alpha {cfg.lora_cfg.alpha} targets {','.join(cfg.lora_cfg.targets)}; "
-           f"median of {cfg.iters} timed calls after {cfg.warmup} warm-up",
+           f"median of {cfg.iters} timed calls after {cfg.warmup} warm-up"
+           + (f"; train steps compiled with {dict(cfg.compiler_options)}" if cfg.get("compiler_options") else ""),
            f"- command: `{command}`", ""]
   by = lambda m: [r for r in rows if r["measurement"] == m]
   if by("lora"):
@@ -633,7 +639,8 @@ def markdown_section(rows: list[dict], env: dict, cfg, command: str) -> str:
                      [[r["model"], f"{r['batch']} x {r['seq_len']}", _fmt(r["ours_s"], "ms"),
                        _fmt(r["ours_tok_s"], "int"), f"{r['ours_tflops_s']:.3f}", na or _fmt(r["ours_mfu"], "pct")]
                       for r in by("full")]), "",
-              "MFU counts 6N + 12 L T d_attn FLOPs per token; float32 master weights, bf16 compute.", ""]
+              f"MFU counts 6N + 12 L T d_attn FLOPs per token; {by('full')[0]['param_dtype']} master weights, "
+              f"{by('full')[0]['dtype']} compute.", ""]
   if by("multitask"):
     lines += ["### 3. Many tasks at once: one vmapped step for K adapters vs K steps in a row "
               "(target: >= 3x for arc-small)", "",
@@ -690,6 +697,10 @@ def run_benchmarks(cfg, command: str = "") -> list[dict]:
   """
   if cfg.profile_dir and cfg.profile_what not in MEASUREMENTS:
     raise ValueError(f"profile_what must be one of {MEASUREMENTS}, got {cfg.profile_what!r}")
+  only = [m.strip() for m in cfg.get("only", "").split(",") if m.strip()]
+  if set(only) - set(MEASUREMENTS):
+    raise ValueError(f"only: unknown measurements {sorted(set(only) - set(MEASUREMENTS))}; known {MEASUREMENTS}")
+  run = {m: (m in only) if only else bool(cfg[m].enabled) for m in MEASUREMENTS}
   command = command or "experiments.benchmark.run_benchmarks(<config preset %r>)" % cfg.preset
   env = environment(cfg)
   logging.info("benchmark on %s (peak %s FLOP/s, HBM %s B/s, HF %s)", env["device_kind"], env["peak_flops"],
@@ -698,15 +709,15 @@ def run_benchmarks(cfg, command: str = "") -> list[dict]:
   _PARAMS.clear()
   with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="Some donated buffers were not usable")  # CPU cannot donate
-    if cfg.lora.enabled:
+    if run["lora"]:
       for name in cfg.lora.models:
         rows += bench_lora(cfg, name, env)
-    if cfg.decode.enabled:
+    if run["decode"]:
       for name in cfg.decode.models:
         rows += bench_decode(cfg, name, env)
-    if cfg.multitask.enabled:
+    if run["multitask"]:
       rows += bench_multitask(cfg, env)
-    if cfg.full.enabled:
+    if run["full"]:
       for name in cfg.full.models:
         rows += bench_full(cfg, name, env)
   _PARAMS.clear()

@@ -79,30 +79,30 @@ def test_smoke_report_has_provenance_and_tables(smoke):
 
 
 def test_hf_peft_model_from_our_weights_gives_our_logits():
-  """Apples to apples: HF Llama + peft, loaded with our params and a non-zero adapter, equals our forward."""
-  mcfg = config_lib.get_config("tiny", dtype="float32", rope_theta=500_000.0,
-                               rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                                             "high_freq_factor": 4.0, "original_max_position_embeddings": 16})
+  """Apples to apples: HF Llama + peft, loaded with our params and a non-zero adapter, equals our forward.
+
+  Tied head and llama3 RoPE as in Llama-3.2-1B; the untied head (arc-small, tiny) is covered by the
+  smoke's equal step-0 losses and greedy tokens.
+  """
+  cfg = config_lib.get_config("tiny", dtype="float32", rope_theta=500_000.0, tie_embeddings=True,
+                              rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                            "high_freq_factor": 4.0, "original_max_position_embeddings": 16})
   lcfg = lora_lib.LoraConfig(rank=4, alpha=8.0, targets=("q", "k", "v", "o", "gate", "up", "down"))
-  for tie in (False, True):
-    cfg = mcfg.replace(tie_embeddings=tie)
-    params = transformer.init_params(cfg, jax.random.key(0))
-    params = jax.tree.map(lambda x: x + 0.1 * (x.ndim == 1), params)  # norms away from 1
-    adapter = bm.trained_like_adapter(cfg, lcfg, jax.random.key(1))
-    model = bm.build_hf_model(cfg, params, lcfg=lcfg, adapter=adapter)
-    assert bm.hf_param_counts(model) == (transformer.count_params(params), lora_lib.count_params(adapter))
-    toks, mask = bm.decode_prompts(cfg.vocab_size, 3, 40, 10, seed=0)  # left padded
-    ours = transformer.forward(params, adapter, jnp.asarray(toks), transformer.positions_from_mask(jnp.asarray(mask)),
-                               jnp.asarray(mask), cfg=cfg, lora_cfg=lcfg)
-    with torch.no_grad():
-      pos = torch.as_tensor(np.asarray(transformer.positions_from_mask(jnp.asarray(mask))))
-      ref = model(input_ids=torch.as_tensor(toks).long(), attention_mask=torch.as_tensor(mask).long(),
-                  position_ids=pos).logits.numpy()
-    err = np.abs(np.asarray(ours) - ref)[mask].max()  # pad queries differ by design
-    assert err < 1e-4, (tie, err)
-    ours_base = transformer.forward(params, None, jnp.asarray(toks), transformer.positions_from_mask(jnp.asarray(mask)),
-                                    jnp.asarray(mask), cfg=cfg)
-    assert np.abs(np.asarray(ours_base) - ref)[mask].max() > 10 * err  # the adapter mattered
+  toks, mask = bm.decode_prompts(cfg.vocab_size, 3, 40, 10, seed=0)  # left padded
+  positions = np.asarray(transformer.positions_from_mask(jnp.asarray(mask)))
+  params = transformer.init_params(cfg, jax.random.key(0))
+  params = jax.tree.map(lambda x: x + 0.1 * (x.ndim == 1), params)  # norms away from 1
+  adapter = bm.trained_like_adapter(cfg, lcfg, jax.random.key(1))
+  model = bm.build_hf_model(cfg, params, lcfg=lcfg, adapter=adapter)
+  assert bm.hf_param_counts(model) == (transformer.count_params(params), lora_lib.count_params(adapter))
+  fwd = jax.jit(lambda p, a, cfg=cfg: transformer.forward(p, a, toks, positions, mask, cfg=cfg, lora_cfg=lcfg))
+  ours, ours_base = fwd(params, adapter), fwd(params, jax.tree.map(jnp.zeros_like, adapter))
+  with torch.no_grad():
+    ref = model(input_ids=torch.tensor(toks).long(), attention_mask=torch.tensor(mask).long(),
+                position_ids=torch.tensor(positions)).logits.numpy()
+  err = np.abs(np.asarray(ours) - ref)[mask].max()  # pad queries differ by design
+  assert err < 1e-4, err
+  assert np.abs(np.asarray(ours_base) - ref)[mask].max() > 10 * err  # the adapter mattered
 
 
 def test_decode_roofline_counts_weights_adapter_and_live_cache():
@@ -125,10 +125,13 @@ def test_device_tables():
   assert bm.hbm_bandwidth_per_device(dev("cpu")) is None
 
 
-def test_bad_profile_target_is_rejected():
+def test_bad_config_is_rejected():
   cfg = bench_config.get_config("smoke")
   cfg.profile_dir, cfg.profile_what = "/tmp/x", "everything"
   with pytest.raises(ValueError, match="profile_what"):
+    bm.run_benchmarks(cfg)
+  cfg.profile_dir, cfg.only = "", "lora,train"
+  with pytest.raises(ValueError, match="only: unknown"):
     bm.run_benchmarks(cfg)
   with pytest.raises(ValueError, match="unknown benchmark preset"):
     bench_config.get_config("tpu")

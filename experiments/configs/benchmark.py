@@ -13,8 +13,9 @@ def get_config(preset: str = "gpu") -> config_dict.ConfigDict:
   c.preset = preset
   c.label = "GPU run"  # goes into the BENCHMARKS.md section title
   c.seed = 0
-  c.warmup = 2  # untimed calls before timing (the first one compiles)
-  c.iters = 10  # timed calls; the median is reported
+  c.warmup = 1  # untimed calls before timing (the first one compiles)
+  c.iters = 5  # timed calls; the median is reported
+  c.only = ""  # e.g. "lora,decode": run just these measurements (else every enabled one)
   c.hf = True  # also time HF transformers + peft (torch) on the same device
   # Applied to every model preset: bf16 activations; the frozen base of LoRA runs in bf16 too
   # (``lora_base_param_dtype``), full fine-tuning keeps float32 master weights (mixed precision).
@@ -38,7 +39,7 @@ def get_config(preset: str = "gpu") -> config_dict.ConfigDict:
                                        seq_lens=(2048, 4096, 8192), remat=True))
   # 3. K adapters in one vmapped step vs the same K tasks one after another (ours).
   c.multitask = config_dict.ConfigDict(dict(enabled=True, model="arc-small", batch_size=2, seq_len=2048,
-                                            ks=(8, 16, 32), remat=False))
+                                            ks=(8, 16, 32), remat=True))
   # 4. Augmented decoding of one task's views (greedy, with its adapter), ours vs HF generate.
   c.decode = config_dict.ConfigDict(dict(enabled=True, models=("llama-3.2-1b", "arc-small"),
                                          batch_sizes=(24, 48), prompt_len=2048, prompt_len_spread=64,
@@ -57,6 +58,7 @@ def get_config(preset: str = "gpu") -> config_dict.ConfigDict:
     c.full.models = ("tiny",)
     c.full.seq_lens = (128,)
     c.full.remat = False
+    c.multitask.remat = False
     c.multitask.model = "tiny"
     c.multitask.seq_len = 64
     c.multitask.ks = (2, 4)
