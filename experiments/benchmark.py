@@ -193,6 +193,19 @@ def _peft_param_name(layer: int, target: str, which: str) -> str:
   return f"base_model.model.model.layers.{layer}.{hf.HF_TARGET_MODULES[target]}.lora_{which}.default.weight"
 
 
+def hf_llama_config(mcfg: config_lib.ModelConfig, *, use_cache: bool = True):
+  """``transformers.LlamaConfig`` of ``mcfg`` with SDPA attention."""
+  import transformers  # pylint: disable=g-import-not-at-top
+  return transformers.LlamaConfig(**config_lib.to_hf_config(mcfg), attn_implementation="sdpa", use_cache=use_cache)
+
+
+def peft_lora_config(lcfg: lora_lib.LoraConfig):
+  """peft's ``LoraConfig`` with our rank, alpha and targets (q -> q_proj, ...), no dropout."""
+  import peft  # pylint: disable=g-import-not-at-top
+  return peft.LoraConfig(r=lcfg.rank, lora_alpha=lcfg.alpha, lora_dropout=0.0, bias="none",
+                         target_modules=[hf.HF_TARGET_MODULES[t].split(".")[-1] for t in lcfg.targets])
+
+
 def build_hf_model(mcfg: config_lib.ModelConfig, params: dict, *, lcfg: Optional[lora_lib.LoraConfig] = None,
                    adapter: Optional[dict] = None, dtype: str = "float32", device: str = "cpu",
                    remat: bool = False):
@@ -205,7 +218,7 @@ def build_hf_model(mcfg: config_lib.ModelConfig, params: dict, *, lcfg: Optional
   import peft  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
   tdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
-  hcfg = transformers.LlamaConfig(**config_lib.to_hf_config(mcfg), attn_implementation="sdpa", use_cache=not remat)
+  hcfg = hf_llama_config(mcfg, use_cache=not remat)
   with torch.device(device):
     model = transformers.LlamaForCausalLM._from_config(hcfg, dtype=tdtype)  # pylint: disable=protected-access
   sd = hf_state_dict(params, mcfg, [n for n in model.state_dict() if not n.endswith("inv_freq")])
@@ -219,9 +232,7 @@ def build_hf_model(mcfg: config_lib.ModelConfig, params: dict, *, lcfg: Optional
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
   if lcfg is None:
     return model
-  pcfg = peft.LoraConfig(r=lcfg.rank, lora_alpha=lcfg.alpha, lora_dropout=0.0, bias="none",
-                         target_modules=[hf.HF_TARGET_MODULES[t].split(".")[-1] for t in lcfg.targets])
-  model = peft.get_peft_model(model, pcfg)
+  model = peft.get_peft_model(model, peft_lora_config(lcfg))
   if adapter is not None:
     named = dict(model.named_parameters())
     with torch.no_grad():

@@ -105,6 +105,21 @@ def test_hf_peft_model_from_our_weights_gives_our_logits():
   assert np.abs(np.asarray(ours_base) - ref)[mask].max() > 10 * err  # the adapter mattered
 
 
+def test_gpu_preset_models_have_hf_equal_parameter_counts():
+  """At full size (shapes only: ours by eval_shape, HF + peft on the meta device) both sides match."""
+  import peft  # pylint: disable=import-outside-toplevel
+  import transformers  # pylint: disable=import-outside-toplevel
+  cfg = bench_config.get_config("gpu")
+  lcfg = bm.lora_config(cfg)
+  for name in sorted(set(cfg.lora.models) | {cfg.multitask.model}):
+    mcfg = bm.model_config(name, cfg, param_dtype=cfg.lora_base_param_dtype)
+    params = jax.eval_shape(lambda k, mcfg=mcfg: transformer.init_params(mcfg, k), jax.random.key(0))
+    adapter = jax.eval_shape(lambda k, mcfg=mcfg: lora_lib.init_lora(mcfg, lcfg, k), jax.random.key(0))
+    with torch.device("meta"):
+      model = peft.get_peft_model(transformers.LlamaForCausalLM(bm.hf_llama_config(mcfg)), bm.peft_lora_config(lcfg))
+    assert bm.hf_param_counts(model) == (transformer.count_params(params), lora_lib.count_params(adapter)), name
+
+
 def test_decode_roofline_counts_weights_adapter_and_live_cache():
   mcfg = config_lib.get_config("tiny", dtype="float32")
   params = jax.eval_shape(lambda k: transformer.init_params(mcfg, k), jax.random.key(0))
