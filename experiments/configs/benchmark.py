@@ -1,0 +1,78 @@
+"""Benchmark config. Presets: ``benchmark.py:gpu`` (the issue's sizes, bf16, one H100/H200) and
+``benchmark.py:smoke`` (tiny model, float32, a few seconds on CPU; what CI runs).
+
+Every measurement can be switched off (``--config.lora.enabled=False``) or resized from the command
+line, e.g. ``--config.lora.seq_lens=2048,4096 --config.decode.batch_sizes=48``.
+"""
+
+from ml_collections import config_dict
+
+
+def get_config(preset: str = "gpu") -> config_dict.ConfigDict:
+  c = config_dict.ConfigDict()
+  c.preset = preset
+  c.label = "GPU run"  # goes into the BENCHMARKS.md section title
+  c.seed = 0
+  c.warmup = 1  # untimed calls before timing (the first one compiles)
+  c.iters = 5  # timed calls; the median is reported
+  c.only = ""  # e.g. "lora,decode": run just these measurements (else every enabled one)
+  c.hf = True  # also time HF transformers + peft (torch) on the same device
+  # Applied to every model preset: bf16 activations; the frozen base of LoRA runs in bf16 too
+  # (``lora_base_param_dtype``), full fine-tuning keeps float32 master weights (mixed precision).
+  c.model_overrides = config_dict.ConfigDict(dict(dtype="bfloat16"))
+  c.lora_base_param_dtype = "bfloat16"
+  c.lora_cfg = config_dict.ConfigDict(dict(rank=64, alpha=16.0, targets=("q", "v", "o", "gate", "up", "down")))
+  # 0: look the device up in the tables of experiments/benchmark.py (CPU has none: columns say n/a).
+  c.peak_flops = 0.0  # dense bf16 FLOP/s of one device
+  c.hbm_bandwidth = 0.0  # bytes/s of one device
+  c.benchmarks_md = "BENCHMARKS.md"  # section appended here ("" to skip)
+  c.json_out = "runs/benchmark/benchmarks.json"  # rows of this run ("" to skip)
+  c.profile_dir = ""  # when set, jax.profiler.trace around the timed region of `profile_what`
+  c.profile_what = "lora"  # lora | full | multitask | decode
+  c.compiler_options = config_dict.ConfigDict()  # XLA options for the jitted train steps (smoke: fast compiles)
+
+  # 1. The TTT step: one LoRA AdamW update, ours vs HF + peft.
+  c.lora = config_dict.ConfigDict(dict(enabled=True, models=("llama-3.2-1b", "arc-small"), batch_size=2,
+                                       seq_lens=(2048, 4096, 8192), remat=True))
+  # 2. Full fine-tuning step (ours): tokens/s and MFU.
+  c.full = config_dict.ConfigDict(dict(enabled=True, models=("llama-3.2-1b", "arc-small"), batch_size=2,
+                                       seq_lens=(2048, 4096, 8192), remat=True))
+  # 3. K adapters in one vmapped step vs the same K tasks one after another (ours).
+  c.multitask = config_dict.ConfigDict(dict(enabled=True, model="arc-small", batch_size=2, seq_len=2048,
+                                            ks=(8, 16, 32), remat=True))
+  # 4. Augmented decoding of one task's views (greedy, with its adapter), ours vs HF generate.
+  c.decode = config_dict.ConfigDict(dict(enabled=True, models=("llama-3.2-1b", "arc-small"),
+                                         batch_sizes=(24, 48), prompt_len=2048, prompt_len_spread=64,
+                                         new_tokens=300, param_dtype="bfloat16", with_lora=True))
+
+  if preset == "smoke":
+    c.label = "CPU smoke (not a performance figure)"
+    c.warmup = 1
+    c.iters = 3
+    c.model_overrides = config_dict.ConfigDict(dict(dtype="float32", max_seq_len=512))
+    c.lora_base_param_dtype = "float32"
+    c.lora_cfg.rank = 8
+    c.lora.models = ("tiny",)
+    c.lora.seq_lens = (64, 128)
+    c.lora.remat = False
+    c.full.models = ("tiny",)
+    c.full.seq_lens = (128,)
+    c.full.remat = False
+    c.multitask.remat = False
+    c.multitask.model = "tiny"
+    c.multitask.seq_len = 64
+    c.multitask.ks = (2, 4)
+    c.decode.models = ("tiny",)
+    c.decode.batch_sizes = (4,)
+    c.decode.prompt_len = 48
+    c.decode.prompt_len_spread = 8
+    c.decode.new_tokens = 16
+    c.decode.param_dtype = "float32"
+    # Halves CPU compile time of the train steps; the smoke proves the code paths, not speed.
+    c.compiler_options = config_dict.ConfigDict(dict(xla_backend_optimization_level=0,
+                                                     xla_llvm_disable_expensive_passes=True))
+    c.benchmarks_md = "runs/benchmark_smoke/BENCHMARKS.md"  # not the committed file
+    c.json_out = "runs/benchmark_smoke/benchmarks.json"
+  elif preset != "gpu":
+    raise ValueError(f"unknown benchmark preset {preset!r}; known: gpu, smoke")
+  return c
