@@ -680,7 +680,7 @@ def markdown_section(rows: list[dict], env: dict, cfg, command: str) -> str:
 
 _HEADER = """# Benchmarks
 
-Written by `experiments/benchmark.py` (see `docs/benchmark.md`). Every figure is a ratio measured in one
+Written by `experiments/benchmark.py` (see the README's Benchmarks section). Every figure is a ratio measured in one
 run on one device; sections are appended, newest last.
 
 """
