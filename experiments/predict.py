@@ -22,16 +22,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from ttt_jax import pipeline  # pylint: disable=g-import-not-at-top
-  from ttt_jax.parallel import mesh  # pylint: disable=g-import-not-at-top
-  mesh.initialize_multihost()  # several processes (pod, SLURM, JAX_* env): tasks are split
   cfg = _CONFIG.value
   cfg.ttt.enabled = False
-  summary = pipeline.run_pipeline(cfg)
-  if summary is None:  # not process 0: process 0 wrote the outputs
-    return
-  print(summary["table_text"])
-  print(f"pass@2: {summary['solved']}/{summary['num_scored']} tasks; "
-        f"report: {os.path.abspath(summary['report'])}")
+  pipeline.run_and_print(cfg)
 
 
 if __name__ == "__main__":

@@ -356,3 +356,16 @@ def run_pipeline(cfg: Any) -> Optional[dict]:
   if task_parallel:  # nobody exits (and shuts the coordinator down) before the outputs exist
     multihost.barrier("outputs")
   return summary
+
+
+def run_and_print(cfg: Any) -> None:
+  """What the pipeline and predict binaries do: initialise multi-process JAX when launched
+  on several processes (tasks are then split), run, and print pass@2 and the report path."""
+  from ttt_jax.parallel import mesh
+  mesh.initialize_multihost()
+  summary = run_pipeline(cfg)
+  if summary is None:  # not process 0: process 0 wrote the outputs
+    return
+  print(summary["table_text"])
+  print(f"pass@2: {summary['solved']}/{summary['num_scored']} tasks; "
+        f"report: {os.path.abspath(summary['report'])}")
