@@ -76,9 +76,11 @@ def hbm_bandwidth_per_device(device: Optional[jax.Device] = None) -> Optional[fl
 
 # ----- timing -----
 
-def median_seconds(call: Callable[[], Any], sync: Callable[[Any], Any], *, warmup: int, iters: int
-                   ) -> tuple[float, Any]:
-  """Median wall time of ``iters`` synced calls after ``warmup`` untimed ones; also the first output."""
+def median_seconds(call: Callable[[], Any], sync: Callable[[Any], Any], *, warmup: int, iters: int,
+                   clock: Callable[[], float] = time.perf_counter) -> tuple[float, Any]:
+  """Median wall time of ``iters`` synced calls after ``warmup`` untimed ones; also the first output.
+
+  ``clock`` is injectable so the arithmetic can be tested without timing anything."""
   if iters < 1:
     raise ValueError(f"iters must be >= 1, got {iters}")
   first = None
@@ -87,9 +89,9 @@ def median_seconds(call: Callable[[], Any], sync: Callable[[Any], Any], *, warmu
     first = out if i == 0 else first
   times = []
   for _ in range(iters):
-    t0 = time.perf_counter()
+    t0 = clock()
     out = sync(call())
-    times.append(time.perf_counter() - t0)
+    times.append(clock() - t0)
     first = out if first is None else first
   return statistics.median(times), first
 

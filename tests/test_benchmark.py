@@ -152,7 +152,10 @@ def test_bad_config_is_rejected():
     bench_config.get_config("tpu")
 
 
-def test_median_seconds_skips_warmup():
+def test_median_seconds_skips_warmup_and_takes_the_median():
   calls = []
-  seconds, first = bm.median_seconds(lambda: calls.append(1) or len(calls), lambda x: x, warmup=2, iters=3)
-  assert len(calls) == 5 and first == 1 and seconds >= 0
+  # A scripted clock: the timed calls take 5, 1 and 3 units; warm-up calls read no clock at all.
+  ticks = iter([0.0, 5.0, 10.0, 11.0, 20.0, 23.0])
+  median, first = bm.median_seconds(lambda: calls.append(1) or len(calls), lambda x: x,
+                                     warmup=2, iters=3, clock=lambda: next(ticks))
+  assert len(calls) == 5 and first == 1 and median == 3.0
