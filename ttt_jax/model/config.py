@@ -37,6 +37,10 @@ class ModelConfig:
   remat: bool = False  # recompute each layer in the backward pass
   attention_impl: Optional[str] = None  # jax.nn.dot_product_attention: None/"xla" or "cudnn"
   init_std: float = 0.02
+  # Learned row/column/role embeddings derived from the compact-vocabulary token stream
+  # (ttt_jax.model.grid_positions), added to the token embedding; RoPE stays 1-D. Not a
+  # Llama feature: such a model cannot be exported to HF/PEFT.
+  grid_positions: bool = False
   name: str = "custom"
 
   def __post_init__(self):
@@ -48,6 +52,9 @@ class ModelConfig:
       raise ValueError(f"{where}: n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}")
     if self.head_dim % 2:
       raise ValueError(f"{where}: head_dim={self.head_dim} must be even for RoPE")
+    if self.grid_positions and self.vocab_size != tokens.VOCAB_SIZE:
+      raise ValueError(f"{where}: grid_positions needs the compact ARC vocabulary "
+                       f"(vocab_size={tokens.VOCAB_SIZE}), got vocab_size={self.vocab_size}")
     if self.attention_impl not in (None, "xla", "cudnn"):
       raise ValueError(f"{where}: attention_impl must be None, 'xla' or 'cudnn', got {self.attention_impl!r}")
     if self.rope_scaling is not None:
@@ -148,6 +155,9 @@ def from_hf_config(hf: Mapping[str, Any], **overrides) -> ModelConfig:
 
 def to_hf_config(cfg: ModelConfig) -> dict:
   """The HF ``config.json`` dict for ``cfg`` (used for PEFT export and tests)."""
+  if cfg.grid_positions:
+    raise ValueError(f"ModelConfig({cfg.name!r}) uses grid_positions (row/column/role embeddings), "
+                     "which HF LlamaForCausalLM has no equivalent for: it cannot be exported to HF/PEFT")
   return {
       "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": cfg.vocab_size,
       "hidden_size": cfg.dim, "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,

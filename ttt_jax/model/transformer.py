@@ -24,10 +24,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ttt_jax.model import grid_positions
 from ttt_jax.model.config import ModelConfig
 
 Params = dict
-Cache = dict  # {'k': LxBxSxKxH, 'v': LxBxSxKxH, 'valid': BxS bool, 'index': int32 scalar}
+# {'k': LxBxSxKxH, 'v': LxBxSxKxH, 'valid': BxS bool, 'index': int32 scalar}, plus
+# 'grid': Bx3 int32 (the next cell's row, column, role) when cfg.grid_positions.
+Cache = dict
 
 
 def positions_from_mask(mask_BxT: jax.Array) -> jax.Array:
@@ -162,6 +165,16 @@ class Transformer(nn.Module):
     embed = self.param("embed", nn.initializers.normal(cfg.init_std),
                        (cfg.vocab_size, cfg.dim), jnp.dtype(cfg.param_dtype))
     x = jnp.take(embed, tokens_BxT, axis=0).astype(dtype)
+    grid_state = None
+    if cfg.grid_positions:  # learned row, column and role embeddings, added to the token's
+      coords_BxTx3, grid_state = grid_positions.grid_coords(
+          tokens_BxT, None if cache is None else cache["grid"])
+      for i, (name, size) in enumerate((("row_embed", grid_positions.MAX_COORD),
+                                        ("col_embed", grid_positions.MAX_COORD),
+                                        ("role_embed", grid_positions.NUM_ROLES))):
+        table = self.param(name, nn.initializers.normal(cfg.init_std), (size, cfg.dim),
+                           jnp.dtype(cfg.param_dtype))
+        x = x + jnp.take(table, coords_BxTx3[..., i], axis=0).astype(dtype)
 
     mask_BxT = mask_BxT.astype(bool)
     if cache is None:
@@ -194,7 +207,10 @@ class Transformer(nn.Module):
     logits = jnp.dot(x, head_DxV.astype(dtype), preferred_element_type=jnp.float32)
     if cache is None:
       return logits, None
-    return logits, dict(layer_cache, valid=valid_BxS, index=index + T)
+    new_cache = dict(layer_cache, valid=valid_BxS, index=index + T)
+    if grid_state is not None:
+      new_cache["grid"] = grid_state
+    return logits, new_cache
 
 
 def _model(cfg: ModelConfig, lora_cfg: Any = None) -> Transformer:
@@ -225,8 +241,11 @@ def init_cache(cfg: ModelConfig, batch: int, length: int, dtype: Optional[str] =
   """Empty KV cache for ``batch`` sequences of up to ``length`` tokens."""
   shape = (cfg.n_layers, batch, length, cfg.n_kv_heads, cfg.head_dim)
   dt = jnp.dtype(dtype or cfg.dtype)
-  return {"k": jnp.zeros(shape, dt), "v": jnp.zeros(shape, dt), "valid": jnp.zeros((batch, length), bool),
-          "index": jnp.zeros((), jnp.int32)}
+  cache = {"k": jnp.zeros(shape, dt), "v": jnp.zeros(shape, dt), "valid": jnp.zeros((batch, length), bool),
+           "index": jnp.zeros((), jnp.int32)}
+  if cfg.grid_positions:
+    cache["grid"] = grid_positions.initial_state(batch)
+  return cache
 
 
 def forward_with_cache(params: Params, lora: Optional[dict], tokens_BxT, positions_BxT, mask_BxT, cache: Cache,
