@@ -1,10 +1,18 @@
 """Initial fine-tuning config. Presets: ``finetune.py`` (arc-small, full FT), ``finetune.py:quick``
-(tiny model, a couple of CPU minutes), ``finetune.py:lora`` (LoRA instead of full fine-tuning).
+(tiny model, a couple of CPU minutes), ``finetune.py:cpu`` (the embedded default model's recipe:
+arc-cpu, about 90 minutes on 2 CPU cores, held-out generator families), ``finetune.py:lora``
+(LoRA instead of full fine-tuning).
 
 Override anything from the command line, e.g. ``--config.steps=500 --config.optim.learning_rate=1e-4``.
 """
 
 from ml_collections import config_dict
+
+# Held out of the cpu preset's fine-tuning; each has a related family that is trained on
+# (crop_largest_object, gravity_cells, tile_with_flips, overlay_and/or, recolour_by_size,
+# hollow_rectangles), so the held-out tasks are new but not alien.
+HELD_OUT_FAMILIES = ("crop_smallest_object", "draw_bounding_box", "gravity_objects",
+                     "mirror_concat", "overlay_xor", "recolour_largest")
 
 
 def get_config(preset: str = "") -> config_dict.ConfigDict:
@@ -29,7 +37,10 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
       sources="generators:1,arc1-train:1",
       loss_mode="all_outputs",
       eval_tasks="dev80",  # held-out loss on these tasks' test pairs ("" to disable)
-      num_eval_tasks=32))
+      num_eval_tasks=32,
+      # Generator families never generated for fine-tuning: fresh tasks of them measure
+      # generalisation to task types the model has never seen (experiments/generated_tasks.py).
+      exclude_families=()))
   c.out_dir = "runs/finetune"
   c.log_every = 10
   c.eval_every = 500
@@ -52,9 +63,25 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
     c.out_dir = "runs/finetune_quick"
     c.eval_every = 50
     c.checkpoint_every = 50
+  elif preset == "cpu":  # the embedded default model: ~90 min on 2 cores (docs/training.md)
+    c.model = "arc-cpu"
+    c.optim.learning_rate = 1e-3
+    c.optim.warmup_steps = 100
+    c.optim.final_lr_frac = 0.05
+    c.steps = 800
+    c.batch_size = 8
+    c.max_tokens = 1024
+    c.min_bucket = 256
+    c.data.exclude_families = HELD_OUT_FAMILIES
+    c.data.num_eval_tasks = 16
+    c.out_dir = "runs/finetune_cpu"
+    c.log_every = 10
+    c.eval_every = 200
+    c.checkpoint_every = 50
+    c.async_checkpoint = False
   elif preset == "lora":
     c.lora.enabled = True
     c.optim.learning_rate = 1e-4
   elif preset:
-    raise ValueError(f"unknown finetune preset {preset!r}; known: quick, lora")
+    raise ValueError(f"unknown finetune preset {preset!r}; known: quick, cpu, lora")
   return c

@@ -126,6 +126,30 @@ def test_default_stream_is_deterministic_and_resumable():
   assert kinds == {True, False}  # both sources appear
 
 
+def test_held_out_families_are_never_generated():
+  held = ("mirror_concat", "overlay_xor")
+  make = task_stream.source_stream("generators:1", seed=0, exclude_families=held)
+  families = {t.task_id.split("/")[1] for t in itertools.islice(make(0), 300)}
+  assert families and not families & set(held)
+  assert len(families) > 30  # the others are all still drawn
+  with pytest.raises(ValueError, match="unknown generator families"):
+    task_stream.training_families(("no_such_family",))
+
+
+def test_generated_task_directory_loads_with_the_named_families(tmp_path):
+  from experiments import generated_tasks
+  from ttt_jax.arc import io
+  from ttt_jax.arc.task import task_to_json
+  tasks = generated_tasks.generate_tasks(["mirror_concat", "overlay_xor"], 3, 0.5, seed=7)
+  for t in tasks:
+    (tmp_path / f"{t.task_id}.json").write_text(json.dumps(task_to_json(t)))
+  loaded, errors = io.load_tasks(str(tmp_path))
+  assert not errors and sorted(t.task_id for t in loaded) == sorted(t.task_id for t in tasks)
+  assert all(t.has_test_outputs for t in loaded)
+  again = generated_tasks.generate_tasks(["mirror_concat"], 3, 0.5, seed=7)  # deterministic
+  np.testing.assert_array_equal(again[0].train[0].input, tasks[0].train[0].input)
+
+
 def test_parse_sources():
   assert task_stream.parse_sources("generators:1, arc1-train:0.5") == [
       ("generators", 1.0), ("arc1-train", 0.5)]

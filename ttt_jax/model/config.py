@@ -106,6 +106,11 @@ PRESETS: dict[str, ModelConfig] = {
     # paper's cap on TTT examples.
     "arc-small": ModelConfig(vocab_size=tokens.VOCAB_SIZE, dim=512, n_layers=8, n_heads=8, n_kv_heads=4,
                              head_dim=64, ffn_dim=1536, rope_theta=100_000.0, max_seq_len=8192, name="arc-small"),
+    # From-scratch ARC model sized for a 2-core CPU (0.8M parameters; docs/training.md says why):
+    # float32 (CPUs have no fast bf16 matmul), grid-aware positions, 2048 tokens of context.
+    "arc-cpu": ModelConfig(vocab_size=tokens.VOCAB_SIZE, dim=128, n_layers=4, n_heads=4, n_kv_heads=2,
+                           head_dim=32, ffn_dim=384, max_seq_len=2048, dtype="float32",
+                           grid_positions=True, name="arc-cpu"),
     "llama-3.2-1b": ModelConfig(vocab_size=_LLAMA_VOCAB, dim=2048, n_layers=16, n_heads=32, n_kv_heads=8,
                                 head_dim=64, ffn_dim=8192, rope_theta=500_000.0, rope_scaling=_llama3(32.0),
                                 tie_embeddings=True, max_seq_len=131_072, name="llama-3.2-1b"),

@@ -129,7 +129,8 @@ def run_finetune(cfg: Any, *, make_stream: Optional[Callable[[int], Iterator[Tas
     to_example = functools.partial(task_stream.episode_for_task, max_tokens=cfg.max_tokens,
                                    loss_mode=cfg.data.loss_mode)
   if make_stream is None:
-    make_stream = task_stream.source_stream(cfg.data.sources, cfg.seed)
+    make_stream = task_stream.source_stream(cfg.data.sources, cfg.seed,
+                                            tuple(cfg.data.get("exclude_families", ())))
   if eval_examples is None and cfg.eval_every and cfg.data.get("eval_tasks"):
     held_out = _load_tasks(cfg.data.eval_tasks)[:cfg.data.num_eval_tasks]
     eval_examples = [e for e in map(to_example, held_out) if e is not None]
@@ -252,6 +253,7 @@ def run_finetune(cfg: Any, *, make_stream: Optional[Callable[[int], Iterator[Tas
           "made_by": "experiments/finetune.py", "command": " ".join(sys.argv),
           "steps": cfg.steps, "final_loss": record.get("loss"),
           "eval_loss": record.get("eval_loss"), "lora": is_lora, "sources": cfg.data.sources,
+          "held_out_families": list(cfg.data.get("exclude_families", ())),
           "seed": cfg.seed, "batch_size": cfg.batch_size, "max_tokens": cfg.max_tokens,
           "tokenizer": tokens_lib.DESCRIPTION, **training_history(log_path)})
   record["status"] = status

@@ -8,7 +8,7 @@ began, so saving the position beside the weights makes a resumed run see the sam
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Sequence
 
 from ttt_jax.arc.task import Pair, Task
 
@@ -31,16 +31,32 @@ def parse_sources(spec: str) -> list[tuple[str, float]]:
   return out
 
 
-def source_stream(spec: str, seed: int) -> StreamFactory:
+def training_families(exclude: Sequence[str] = ()) -> tuple[str, ...]:
+  """Generator families fine-tuning draws from: all but ``exclude`` (held out to measure
+  generalisation to task types the model has never seen)."""
+  from ttt_jax.arc import generators  # pylint: disable=g-import-not-at-top
+  unknown = sorted(set(exclude) - set(generators.FAMILIES))
+  if unknown:
+    raise ValueError(f"unknown generator families to hold out: {unknown}; known: "
+                     f"{sorted(generators.FAMILIES)}")
+  kept = tuple(f for f in sorted(generators.FAMILIES) if f not in set(exclude))
+  if not kept:
+    raise ValueError("every generator family is held out")
+  return kept
+
+
+def source_stream(spec: str, seed: int, exclude_families: Sequence[str] = ()) -> StreamFactory:
   """The fine-tuning stream: ``ttt_jax.arc.stream`` over weighted sources (``"generators"``
-  or any ``load_tasks`` name, augmented), this process's shard of the global sequence."""
+  or any ``load_tasks`` name, augmented), this process's shard of the global sequence.
+  ``exclude_families`` are never generated."""
   import jax  # pylint: disable=g-import-not-at-top
   from ttt_jax.arc import stream  # pylint: disable=g-import-not-at-top
   sources = parse_sources(spec)
+  families = training_families(exclude_families)
 
   def make_stream(start: int) -> Iterator[Task]:
     return stream.task_stream(sources, seed=seed, shard_index=jax.process_index(),
-                              num_shards=jax.process_count(), start=start)
+                              num_shards=jax.process_count(), start=start, families=families)
 
   return make_stream
 
