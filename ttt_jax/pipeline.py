@@ -250,9 +250,13 @@ def write_outputs(out_dir: str, tasks: Sequence[Task], results: dict[str, list[d
   scored = [t for t in tasks if t.has_test_outputs]
   scores = scoring.score_submission(attempts, scoring.solutions_from_tasks(scored), levels)
   table = scoring.level_table(scores)
+  per_input = [r for rs in results.values() for r in rs]
   summary = {
       "num_tasks": len(tasks), "num_scored": len(scored),
       "solved": sum(s.correct for s in scores),
+      "views": sum(r["num_views"] for r in per_input),
+      "views_parsed": sum(r["num_views"] - r["num_invalid"] for r in per_input),
+      "fallback_inputs": sum(bool(r["fallback"]) for r in per_input),
       "tasks": [dataclasses.asdict(s) for s in scores],
       "table": [dataclasses.asdict(r) if dataclasses.is_dataclass(r) else r for r in table],
   }
@@ -367,5 +371,6 @@ def run_and_print(cfg: Any) -> None:
   if summary is None:  # not process 0: process 0 wrote the outputs
     return
   print(summary["table_text"])
-  print(f"pass@2: {summary['solved']}/{summary['num_scored']} tasks; "
-        f"report: {os.path.abspath(summary['report'])}")
+  print(f"pass@2: {summary['solved']}/{summary['num_scored']} tasks; views parsed: "
+        f"{summary['views_parsed']}/{summary['views']}; test inputs topped up by the fallback: "
+        f"{summary['fallback_inputs']}; report: {os.path.abspath(summary['report'])}")
