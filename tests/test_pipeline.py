@@ -27,7 +27,7 @@ def _config(tasks, model_dir, out_dir):
   c = pipeline_config.get_config()
   c.tasks, c.model_dir, c.out_dir = tasks, model_dir, out_dir
   c.ttt.lora_rank, c.ttt.n_max, c.ttt.epochs, c.ttt.max_tokens = 4, 4, 1, 512
-  c.infer.max_tokens, c.infer.n_orders = 512, 1
+  c.infer.max_tokens, c.infer.n_orders, c.infer.answer_budget = 512, 1, "demos"
   return c
 
 

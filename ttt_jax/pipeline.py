@@ -145,6 +145,15 @@ def _part_path(out_dir: str, task_id: str, test_index: int) -> str:
   return os.path.join(out_dir, PREDICTIONS, PARTS, f"{task_id.replace('/', '_')}.{test_index}.json")
 
 
+def test_input_views(task: Task, test_index: int, view_cfg: Any, context: int
+                     ) -> list[views_lib.View]:
+  """The views ``predict_tasks`` decodes for one test input: prompt plus the answer budget
+  (``view_cfg.answer_budget``) within ``context`` tokens."""
+  return views_lib.make_views(task, test_index, n_orders=view_cfg.n_orders,
+                              leave_out=view_cfg.leave_out, max_tokens=context,
+                              seed=view_cfg.seed, budget=view_cfg.answer_budget)
+
+
 def predict_tasks(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any], *, mcfg: Any,
                   lcfg: Any, out_dir: str, view_cfg: Any, group_size: int,
                   vote_method: str = "hierarchical", task_parallel: bool = False
@@ -168,9 +177,7 @@ def predict_tasks(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any
   entries = []  # (task, test_index, views)
   for t in tasks:
     for j in range(len(t.test)):
-      vs = views_lib.make_views(t, j, n_orders=view_cfg.n_orders, leave_out=view_cfg.leave_out,
-                                max_tokens=context, seed=view_cfg.seed)
-      entries.append((t, j, vs))
+      entries.append((t, j, test_input_views(t, j, view_cfg, context)))
   entries.sort(key=lambda e: max((len(v.prompt_T) for v in e[2]), default=0))
   groups = [entries[g:g + group_size] for g in range(0, len(entries), group_size)]
 
@@ -189,22 +196,22 @@ def predict_tasks(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any
     zero = jax.tree.map(np.asarray, lora_lib.init_lora(mcfg, lcfg, jax.random.key(0)))
   progress = Progress("predict", sum(len(g) for g in mine))
   for group in mine:
-    live = [(t, vs) for t, _, vs in group if vs]
-    budget = max([views_lib.answer_budget(t) for t, _ in live], default=1)
-    longest = max([len(v.prompt_T) for _, vs in live for v in vs], default=1)
-    max_new = min(predict.bucket(budget, 32), context - longest)  # >= budget: views fit
-    ads = []
-    for t, _, _ in group:
-      a = adapters.get(t.task_id) if use_lora else None
-      ads.append(zero if use_lora and a is None else a)
-    answers = predict.decode_views(params, ads, [vs for _, _, vs in group], cfg=mcfg,
-                                   lora_cfg=lcfg if use_lora else None, max_new_tokens=max_new,
-                                   max_total_tokens=context)
-    for (t, j, _), ans in zip(group, answers):
-      if not done(t, j):
-        _write_json_atomic(_part_path(out_dir, t.task_id, j), vote_test_input(ans, t, j,
-                                                                             vote_method))
-    progress.step(len(group), f"(max {max_new} new tokens)")
+    for call in predict.split_for_context([vs for _, _, vs in group], context):
+      part = [group[i] for i in call]
+      # Every view gets at least the answer budget it reserved when checked against context.
+      max_new = predict.decode_budget([v for _, _, vs in part for v in vs], context)
+      ads = []
+      for t, _, _ in part:
+        a = adapters.get(t.task_id) if use_lora else None
+        ads.append(zero if use_lora and a is None else a)
+      answers = predict.decode_views(params, ads, [vs for _, _, vs in part], cfg=mcfg,
+                                     lora_cfg=lcfg if use_lora else None,
+                                     max_new_tokens=max_new, max_total_tokens=context)
+      for (t, j, _), ans in zip(part, answers):
+        if not done(t, j):
+          _write_json_atomic(_part_path(out_dir, t.task_id, j), vote_test_input(ans, t, j,
+                                                                               vote_method))
+      progress.step(len(part), f"(max {max_new} new tokens)")
 
   if task_parallel:
     multihost.barrier("predictions")

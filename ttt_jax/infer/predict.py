@@ -28,6 +28,40 @@ def bucket(n: int, multiple: int) -> int:
   return max(multiple, -(-n // multiple) * multiple)
 
 
+def decode_budget(views: Sequence[View], context: int, multiple: int = 32) -> int:
+  """New tokens for decoding ``views`` in one call: at least every view's reserved
+  ``answer_tokens`` (rounded up to a ``multiple``, so few shapes compile), but no more than
+  the longest prompt leaves of ``context``. Raises when the views cannot share one call."""
+  if not views:
+    return 0
+  need = max(v.answer_tokens for v in views)
+  room = context - max(len(v.prompt_T) for v in views)
+  if room < need:
+    raise ValueError(f"the longest prompt leaves {room} of {context} tokens for answers that "
+                     f"need {need}; split the views with split_for_context")
+  return min(bucket(need, multiple), room)
+
+
+def split_for_context(views_per_input: Sequence[Sequence[View]], context: int
+                      ) -> list[list[int]]:
+  """Consecutive runs of test inputs (their indices) whose views can share one decoding call:
+  longest prompt plus largest answer budget within ``context``. One run when every input
+  reserves the same budget (each input's views fit on their own); budgets that differ per
+  task (``answer_budget="demos"``) can need more."""
+  calls: list[list[int]] = []
+  need = longest = 0
+  for i, vs in enumerate(views_per_input):
+    n = max((v.answer_tokens for v in vs), default=0)
+    l = max((len(v.prompt_T) for v in vs), default=0)
+    if calls and max(need, n) + max(longest, l) <= context:
+      calls[-1].append(i)
+      need, longest = max(need, n), max(longest, l)
+    else:
+      calls.append([i])
+      need, longest = n, l
+  return calls
+
+
 def left_pad(prompts: Sequence[np.ndarray], length: int) -> tuple[np.ndarray, np.ndarray]:
   """``(tokens_BxT, mask_BxT)`` with every prompt right-aligned (PAD on the left)."""
   tokens_BxT = np.full((len(prompts), length), tokens.PAD, np.int32)
