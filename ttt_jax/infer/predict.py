@@ -3,7 +3,8 @@
 All views of K tasks are decoded by one compiled call: prompts are left-padded
 to a bucketed length, views are padded to the same count per task, and
 ``decode.generate`` is vmapped over the stacked adapters (one frozen base).
-Answers are parsed (``None`` when malformed: counted, never raised) and mapped
+Answers are parsed strictly (``None`` when malformed or cut off before EOS: counted, never
+raised) and mapped
 back to the task's frame by each view's inverse transform.
 """
 
@@ -85,6 +86,14 @@ class ViewAnswer:
     return int(self.tokens_N.shape[0])
 
 
+def answer_from_tokens(view: View, new_N: np.ndarray) -> ViewAnswer:
+  """A view's generated tokens as its answer: parsed strictly (``tokens.decode_answer``: no
+  EOS means invalid) and mapped back to the task's frame; tokens kept up to EOS."""
+  is_eos = new_N == tokens.EOS
+  n_new = int(np.argmax(is_eos)) + 1 if is_eos.any() else len(new_N)
+  return ViewAnswer(view, view.to_original(tokens.decode_answer(new_N)), new_N[:n_new])
+
+
 @functools.partial(jax.jit, static_argnames=("cfg", "lora_cfg", "max_new_tokens"))
 def _generate_many(params, adapters_K, tokens_KxBxT, mask_KxBxT, *, cfg, lora_cfg,
                    max_new_tokens):
@@ -138,7 +147,5 @@ def decode_views(params: Any, adapters: Sequence[Any], views_per_task: Sequence[
   out_KxBxN = np.asarray(jax.device_get(out_KxBxN))
   for row, k in enumerate(live):
     for b, v in enumerate(views_per_task[k]):
-      new = out_KxBxN[row, b]
-      n_new = int(np.argmax(new == tokens.EOS)) + 1 if (new == tokens.EOS).any() else len(new)
-      results[k].append(ViewAnswer(v, v.to_original(tokens.decode_grid(new)), new[:n_new]))
+      results[k].append(answer_from_tokens(v, out_KxBxN[row, b]))
   return results
