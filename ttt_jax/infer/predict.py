@@ -4,8 +4,7 @@ All views of K tasks are decoded by one compiled call: prompts are left-padded
 to a bucketed length, views are padded to the same count per task, and
 ``decode.generate`` is vmapped over the stacked adapters (one frozen base).
 Answers are parsed strictly (``None`` when malformed or cut off before EOS: counted, never
-raised) and mapped
-back to the task's frame by each view's inverse transform.
+raised) and mapped back to the task's frame by each view's inverse transform.
 """
 
 from __future__ import annotations
