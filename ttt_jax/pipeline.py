@@ -64,12 +64,24 @@ def _prediction_path(out_dir: str, task_id: str) -> str:
   return os.path.join(out_dir, PREDICTIONS, task_id.replace("/", "_") + ".json")
 
 
+VOTE_METHODS = ("hierarchical", "flat")
+
+
 def vote_test_input(answers: Sequence[predict.ViewAnswer], task: Task, test_index: int,
-                    method: str = "hierarchical") -> dict:
-  """Voted attempts for one test input, as plain JSON-able data."""
+                    method: str = "hierarchical", **options: Any) -> dict:
+  """Voted attempts for one test input, as plain JSON-able data.
+
+  ``method`` "hierarchical" passes ``options`` (the config's ``vote`` fields:
+  top_per_group, fill_in, fill_source, pooled_group, fill_rule, row_majority) to
+  ``voting.hierarchical_vote``; "flat" ranks by raw counts and takes none.
+  """
+  if method not in VOTE_METHODS:
+    raise ValueError(f"vote method must be one of {VOTE_METHODS}, got {method!r}")
+  if method == "flat" and options:
+    raise ValueError(f"the flat vote takes no options, got {sorted(options)}")
   cands = [voting.Candidate(a.grid, a.view.transform.name) for a in answers if a.grid is not None]
   n_invalid = sum(a.grid is None for a in answers)
-  ranked = (voting.hierarchical_vote(cands) if method == "hierarchical"
+  ranked = (voting.hierarchical_vote(cands, **options) if method == "hierarchical"
             else voting.flat_vote(cands))
   attempts = voting.attempts(ranked, 2)
   fallback = len(attempts) < 2
@@ -156,13 +168,15 @@ def test_input_views(task: Task, test_index: int, view_cfg: Any, context: int
 
 def predict_tasks(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any], *, mcfg: Any,
                   lcfg: Any, out_dir: str, view_cfg: Any, group_size: int,
-                  vote_method: str = "hierarchical", task_parallel: bool = False
+                  vote_cfg: Optional[Mapping[str, Any]] = None, task_parallel: bool = False
                   ) -> dict[str, list[dict]]:
   """Predicts every test input of every task (reusing finished prediction files).
 
   The decoding groups are planned over all test inputs, finished or not, so a resumed run (or
   one split over several processes) decodes each remaining input in exactly the group an
-  uninterrupted single-process run would use. Each input's result is saved on its own as soon
+  uninterrupted single-process run would use. ``vote_cfg`` is the config's ``vote`` section
+  (``method`` plus ``voting.hierarchical_vote`` options; default: the default vote). Each
+  input's result is saved on its own as soon
   as its group is decoded (``predictions/parts/``); the per-task files are assembled at the
   end (by process 0 when ``task_parallel``, after every process has finished its groups).
   """
@@ -171,6 +185,10 @@ def predict_tasks(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any
   from ttt_jax.parallel import multihost
   index, count = ((multihost.process_index(), multihost.process_count()) if task_parallel
                   else (0, 1))
+  vote_options = dict(vote_cfg or {})
+  vote_method = vote_options.pop("method", "hierarchical")
+  if vote_method == "flat":  # the config's hierarchical options do not apply
+    vote_options = {}
   os.makedirs(os.path.join(out_dir, PREDICTIONS, PARTS), exist_ok=True)
   finished = {t.task_id for t in tasks if os.path.exists(_prediction_path(out_dir, t.task_id))}
   context = min(view_cfg.max_tokens, mcfg.max_seq_len)  # prompt + answer must fit
@@ -209,8 +227,8 @@ def predict_tasks(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any
                                      max_new_tokens=max_new, max_total_tokens=context)
       for (t, j, _), ans in zip(part, answers):
         if not done(t, j):
-          _write_json_atomic(_part_path(out_dir, t.task_id, j), vote_test_input(ans, t, j,
-                                                                               vote_method))
+          _write_json_atomic(_part_path(out_dir, t.task_id, j),
+                             vote_test_input(ans, t, j, vote_method, **vote_options))
       progress.step(len(part), f"(max {max_new} new tokens)")
 
   if task_parallel:
@@ -352,7 +370,7 @@ def run_pipeline(cfg: Any) -> Optional[dict]:
   t2 = time.perf_counter()
   results = predict_tasks(params, tasks, adapters, mcfg=mcfg, lcfg=lcfg, out_dir=cfg.out_dir,
                           view_cfg=cfg.infer, group_size=cfg.infer.group_size,
-                          vote_method=cfg.infer.vote, task_parallel=task_parallel)
+                          vote_cfg=cfg.vote.to_dict(), task_parallel=task_parallel)
   timings["predict"] = time.perf_counter() - t2
   timings["total"] = time.perf_counter() - t0
   summary = None

@@ -33,12 +33,18 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
       epochs=2, batch_size=2, n_max=24, max_tokens=2048, loss_mode="all_outputs",
       augment=True, group_size=4, min_bucket=128, shared_adapter=False))
   c.infer = config_dict.ConfigDict(dict(
-      n_orders=2, leave_out=1, max_tokens=2048, group_size=4, seed=0, vote="hierarchical",
+      n_orders=2, leave_out=1, max_tokens=2048, group_size=4, seed=0,
       # New tokens reserved per answer, EOS included (ttt_jax.infer.views.answer_budget):
       # "full" = any grid up to 30x30 (931 tokens); "demos" = the largest demonstration output
       # in either orientation, for CPU smoke runs with short contexts only (bigger answers are
       # cut off and invalid); or a number of tokens ("600").
       answer_budget="full"))
+  # Voting (ttt_jax.voting): method "hierarchical" (the paper's two-stage vote) or "flat"
+  # (raw counts; takes none of the other fields). The rest are hierarchical_vote's options;
+  # the defaults follow the paper's text, voting.REFERENCE lists the reference code's values.
+  c.vote = config_dict.ConfigDict(dict(
+      method="hierarchical", top_per_group=3, fill_in=True, fill_source="group",
+      pooled_group=False, fill_rule="distinct", row_majority="same_shape"))
 
   if preset == "paper":
     c.tasks = "dev80"
