@@ -159,11 +159,12 @@ def _part_path(out_dir: str, task_id: str, test_index: int) -> str:
 
 def test_input_views(task: Task, test_index: int, view_cfg: Any, context: int
                      ) -> list[views_lib.View]:
-  """The views ``predict_tasks`` decodes for one test input: prompt plus the answer budget
-  (``view_cfg.answer_budget``) within ``context`` tokens."""
+  """The views ``predict_tasks`` decodes for one test input (``view_cfg.views`` scheme): prompt
+  plus the answer budget (``view_cfg.answer_budget``) within ``context`` tokens."""
   return views_lib.make_views(task, test_index, n_orders=view_cfg.n_orders,
                               leave_out=view_cfg.leave_out, max_tokens=context,
-                              seed=view_cfg.seed, budget=view_cfg.answer_budget)
+                              seed=view_cfg.seed, budget=view_cfg.answer_budget,
+                              scheme=view_cfg.views)
 
 
 def predict_tasks(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any], *, mcfg: Any,

@@ -33,6 +33,14 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
       epochs=2, batch_size=2, n_max=24, max_tokens=2048, loss_mode="all_outputs",
       augment=True, group_size=4, min_bucket=128, shared_adapter=False))
   c.infer = config_dict.ConfigDict(dict(
+      # Views (ttt_jax.infer.views.make_views): "ours" = 7 invertible transforms x every
+      # leave-out subset x n_orders orders; "reference" = the reference code's: identity x every
+      # subset x n_orders orders, plus one view each of transpose, flip_ud, flip_lr, rot90,
+      # rot180 (of a random identity view), repeated prompts skipped. n_orders counts the orders
+      # per subset, its own order included: "ours" draws distinct permutations until there are
+      # n_orders; "reference" draws n_orders - 1 permutations and drops repeats (its permute_n=2
+      # is n_orders=3).
+      views="ours",
       n_orders=2, leave_out=1, max_tokens=2048, group_size=4, seed=0,
       # New tokens reserved per answer, EOS included (ttt_jax.infer.views.answer_budget):
       # "full" = any grid up to 30x30 (931 tokens); "demos" = the largest demonstration output

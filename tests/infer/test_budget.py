@@ -13,11 +13,13 @@ from ttt_jax.infer import predict, views
 PAPER_CONTEXT = 8192
 
 
-def test_every_arc1_eval_answer_fits_the_budget_the_pipeline_decodes_with():
+@pytest.mark.parametrize("scheme", ["ours", "reference"])
+def test_every_arc1_eval_answer_fits_the_budget_the_pipeline_decodes_with(scheme):
   """Each true answer, under every inference transform, plus EOS fits the new tokens the
   pipeline gives its views (the old demonstration-sized budget cut 171 of 419 answers)."""
   tasks, _ = io.load_tasks("arc1-eval")
   infer_cfg = pipeline_config.get_config().infer
+  infer_cfg.views = scheme
   n_inputs = n_viewed = 0
   for t in tasks:
     for j, pair in enumerate(t.test):
@@ -31,6 +33,7 @@ def test_every_arc1_eval_answer_fits_the_budget_the_pipeline_decodes_with():
         max_new = predict.decode_budget(vs, PAPER_CONTEXT)
         assert all(max_new >= need[v.transform.name] for v in vs), t.task_id
         assert all(len(v.prompt_T) + max_new <= PAPER_CONTEXT for v in vs)
+        assert {v.transform.name for v in vs} <= set(need)
   assert n_inputs == 419 and n_viewed > 400
 
 
