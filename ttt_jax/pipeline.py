@@ -157,8 +157,8 @@ def _part_path(out_dir: str, task_id: str, test_index: int) -> str:
   return os.path.join(out_dir, PREDICTIONS, PARTS, f"{task_id.replace('/', '_')}.{test_index}.json")
 
 
-def test_input_views(task: Task, test_index: int, view_cfg: Any, context: int
-                     ) -> list[views_lib.View]:
+def views_for_test_input(task: Task, test_index: int, view_cfg: Any, context: int
+                         ) -> list[views_lib.View]:
   """The views ``predict_tasks`` decodes for one test input (``view_cfg.views`` scheme): prompt
   plus the answer budget (``view_cfg.answer_budget``) within ``context`` tokens."""
   return views_lib.make_views(task, test_index, n_orders=view_cfg.n_orders,
@@ -175,11 +175,11 @@ def predict_tasks(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any
 
   The decoding groups are planned over all test inputs, finished or not, so a resumed run (or
   one split over several processes) decodes each remaining input in exactly the group an
-  uninterrupted single-process run would use. ``vote_cfg`` is the config's ``vote`` section
-  (``method`` plus ``voting.hierarchical_vote`` options; default: the default vote). Each
-  input's result is saved on its own as soon
+  uninterrupted single-process run would use. Each input's result is saved on its own as soon
   as its group is decoded (``predictions/parts/``); the per-task files are assembled at the
   end (by process 0 when ``task_parallel``, after every process has finished its groups).
+  ``vote_cfg`` is the config's ``vote`` section (``method`` plus ``voting.hierarchical_vote``
+  options; None: the default vote).
   """
   import jax  # deferred: the numpy-only parts of this module import without JAX
   from ttt_jax.model import lora as lora_lib
@@ -196,7 +196,7 @@ def predict_tasks(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any
   entries = []  # (task, test_index, views)
   for t in tasks:
     for j in range(len(t.test)):
-      entries.append((t, j, test_input_views(t, j, view_cfg, context)))
+      entries.append((t, j, views_for_test_input(t, j, view_cfg, context)))
   entries.sort(key=lambda e: max((len(v.prompt_T) for v in e[2]), default=0))
   groups = [entries[g:g + group_size] for g in range(0, len(entries), group_size)]
 

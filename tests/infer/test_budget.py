@@ -27,7 +27,7 @@ def test_every_arc1_eval_answer_fits_the_budget_the_pipeline_decodes_with(scheme
       need = {tr.name: tokens.grid_num_tokens(tr(pair.output)) + 1
               for tr in augment.INFERENCE_TRANSFORMS}
       assert views.answer_budget(t, infer_cfg.answer_budget) >= max(need.values()), t.task_id
-      vs = pipeline.test_input_views(t, j, infer_cfg, PAPER_CONTEXT)
+      vs = pipeline.views_for_test_input(t, j, infer_cfg, PAPER_CONTEXT)
       n_viewed += bool(vs)
       if vs:
         max_new = predict.decode_budget(vs, PAPER_CONTEXT)
