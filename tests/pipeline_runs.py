@@ -49,6 +49,7 @@ def command(out_dir: str) -> list[str]:
           "--config.ttt.lora_rank=4", "--config.ttt.n_max=4", "--config.ttt.epochs=1",
           "--config.ttt.max_tokens=512", "--config.ttt.group_size=2",
           "--config.infer.max_tokens=512", "--config.infer.n_orders=1",
+          "--config.infer.answer_budget=demos",
           "--config.infer.group_size=2"]
 
 

@@ -27,7 +27,7 @@ def _config(tasks, model_dir, out_dir):
   c = pipeline_config.get_config()
   c.tasks, c.model_dir, c.out_dir = tasks, model_dir, out_dir
   c.ttt.lora_rank, c.ttt.n_max, c.ttt.epochs, c.ttt.max_tokens = 4, 4, 1, 512
-  c.infer.max_tokens, c.infer.n_orders = 512, 1
+  c.infer.max_tokens, c.infer.n_orders, c.infer.answer_budget = 512, 1, "demos"
   return c
 
 
@@ -81,3 +81,38 @@ def test_vote_test_input_falls_back_when_nothing_parses():
   r = pipeline.vote_test_input([], tasks[0], 0)
   assert r["fallback"] and len(r["attempts"]) == 2
   np.testing.assert_array_equal(r["attempts"][0], tasks[0].test[0].input)
+
+
+def _answers(task, grids_by_transform):
+  """ViewAnswers as decode_views gives them: one per (transform name, grid or None)."""
+  from ttt_jax.infer import predict, views  # pylint: disable=g-import-not-at-top
+  by_name = {v.transform.name: v for v in views.make_views(task, 0, n_orders=1)}
+  return [predict.ViewAnswer(by_name[name], grid, np.zeros(0, np.int32))
+          for name, grid in grids_by_transform]
+
+
+def test_vote_config_fields_drive_the_vote():
+  import inspect  # pylint: disable=g-import-not-at-top
+  from ttt_jax import voting  # pylint: disable=g-import-not-at-top
+  vote_cfg = pipeline_config.get_config().vote.to_dict()
+  # Every option is a config field, and the config's defaults are the voting defaults.
+  params = inspect.signature(voting.hierarchical_vote).parameters
+  options = {k: v.default for k, v in params.items() if v.kind is v.KEYWORD_ONLY}
+  options.pop("identity")
+  assert {k: v for k, v in vote_cfg.items() if k != "method"} == options
+  assert vote_cfg["method"] == "hierarchical" and set(voting.REFERENCE) <= set(vote_cfg)
+
+  tasks, _ = io.load_tasks("dev80-small:1")
+  a, b, c = (np.full((2, 2), i, np.int8) for i in (1, 2, 3))
+  ans = _answers(tasks[0], [("identity", a)] * 3 + [("identity", b), ("transpose", c),
+                                                    ("flip_ud", b), ("rot90", None)])
+  ours = pipeline.vote_test_input(ans, tasks[0], 0, **vote_cfg)
+  ref = pipeline.vote_test_input(ans, tasks[0], 0, **(vote_cfg | voting.REFERENCE))
+  flat = pipeline.vote_test_input(ans, tasks[0], 0, "flat")
+  assert ours["num_invalid"] == ref["num_invalid"] == 1
+  as_lists = lambda r: [np.asarray(x).tolist() for x in r["attempts"]]
+  assert as_lists(ours) == [b.tolist(), a.tolist()]  # b: 2 groups; a: identity tie-break
+  assert as_lists(ref) == [b.tolist(), c.tolist()]  # c: 3 slots of its one-view group
+  assert as_lists(flat) == [a.tolist(), b.tolist()]  # raw counts 3 and 2
+  with pytest.raises(ValueError, match="vote method"):
+    pipeline.vote_test_input(ans, tasks[0], 0, "nope")

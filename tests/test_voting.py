@@ -228,3 +228,62 @@ def test_plain_tuples_and_bad_candidates():
     voting.hierarchical_vote([A])
   with pytest.raises(ValueError, match="integer"):
     voting.flat_vote([(np.zeros((2, 2)), "identity")])
+
+
+# --- the reference code's options (voting.REFERENCE); expected values checked by hand
+# against the behaviour of the paper's reference code on the same cases.
+
+def test_reference_unanimous_group_gives_its_grid_three_slots():
+  picks = voting.group_picks([A, A], fill_rule="reference")
+  assert [voting.grid_key(p) for p, _ in picks] == keys(A, A, A)
+  assert [fill for _, fill in picks] == [False, True, True]
+  # A single view (one candidate) is a unanimous group too.
+  ranked = voting.hierarchical_vote([Candidate(A, "rot90")], **voting.REFERENCE)
+  assert (ranked[0].votes, ranked[0].groups) == (6, ("rot90",) * 3 + (voting.POOLED_GROUP,) * 3)
+
+
+def test_reference_two_grid_group_repeats_a_majority_grid():
+  # Rows and columns of the majority grids are A's (2 of 3), so the third slot repeats A.
+  picks = voting.group_picks([A, A, B], fill_rule="reference")
+  assert [voting.grid_key(p) for p, _ in picks] == keys(A, B, A)
+  # ...unless the row-wise majority is a new grid: then it takes the slot (distinct rule too).
+  picks = voting.group_picks([X, X, Y, Y, Z], top_k=4, fill_rule="reference")
+  assert [voting.grid_key(p) for p, _ in picks] == keys(X, Y, Z, XYZ_ROW_MAJORITY)
+  # Three or more distinct grids fill every slot without fill-ins, as by default.
+  assert len(voting.group_picks([C, B, A, D], fill_rule="reference")) == 3
+
+
+def test_reference_cross_shape_row_majority_differs_from_same_shape():
+  a, b, c, d, e, f, h = ([i] * 3 for i in range(1, 8))
+  two_rows = [g(a, c), g(b, c), g(d, c)]  # the most common shape, 2x3
+  three_rows = [g(e, c, f), g(e, c, h)]  # 3x3: same width, so their rows count across shapes
+  grids_ = two_rows + three_rows
+  # Same shape only: row 0 is a three-way tie -> the first grid's row.
+  np.testing.assert_array_equal(voting.row_majority_grid(grids_), g(a, c))
+  # Across shapes: row 0 is e (twice, from the 3x3 grids), a grid none of them is.
+  np.testing.assert_array_equal(voting.row_majority_grid(grids_, across_shapes=True), g(e, c))
+  # Column-wise, on the transposes: the same, transposed.
+  t = [x.T for x in grids_]
+  np.testing.assert_array_equal(voting.column_majority_grid(t, across_shapes=True), g(e, c).T)
+  # As a fill-in of a short group built from every candidate.
+  picks = voting.group_picks([g(a, c)], top_k=2, fill_from=grids_, row_majority="cross_shape")
+  np.testing.assert_array_equal(picks[1][0], g(e, c))
+
+
+def test_reference_vote_counts_slots_and_can_change_the_second_attempt():
+  cands = ([Candidate(A, "identity")] * 3 + [Candidate(B, "identity"), Candidate(C, "transpose"),
+                                              Candidate(B, "flip_ud")])
+  # Default (the paper's text): B is picked by 2 groups; A and C by one; A has identity votes.
+  assert grids(voting.hierarchical_vote(cands))[:2] == keys(B, A)
+  ranked = voting.hierarchical_vote(cands, **voting.REFERENCE)
+  votes = {voting.grid_key(v.grid): v.votes for v in ranked}
+  # identity slots A, B, A; transpose C x3; flip_ud B x3; pooled (A 3, B 2, C 1) A, B, C.
+  assert votes == dict(zip(keys(A, B, C), (3, 5, 4)))
+  assert grids(ranked) == keys(B, C, A)  # the reference code's attempts are (B, C) too
+
+
+def test_fill_rule_and_row_majority_are_checked():
+  with pytest.raises(ValueError, match="fill_rule"):
+    voting.hierarchical_vote([Candidate(A, "identity")], fill_rule="nope")
+  with pytest.raises(ValueError, match="row_majority"):
+    voting.group_picks([A], row_majority="nope")

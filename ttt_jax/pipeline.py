@@ -64,12 +64,24 @@ def _prediction_path(out_dir: str, task_id: str) -> str:
   return os.path.join(out_dir, PREDICTIONS, task_id.replace("/", "_") + ".json")
 
 
+VOTE_METHODS = ("hierarchical", "flat")
+
+
 def vote_test_input(answers: Sequence[predict.ViewAnswer], task: Task, test_index: int,
-                    method: str = "hierarchical") -> dict:
-  """Voted attempts for one test input, as plain JSON-able data."""
+                    method: str = "hierarchical", **options: Any) -> dict:
+  """Voted attempts for one test input, as plain JSON-able data.
+
+  ``method`` "hierarchical" passes ``options`` (the config's ``vote`` fields:
+  top_per_group, fill_in, fill_source, pooled_group, fill_rule, row_majority) to
+  ``voting.hierarchical_vote``; "flat" ranks by raw counts and takes none.
+  """
+  if method not in VOTE_METHODS:
+    raise ValueError(f"vote method must be one of {VOTE_METHODS}, got {method!r}")
+  if method == "flat" and options:
+    raise ValueError(f"the flat vote takes no options, got {sorted(options)}")
   cands = [voting.Candidate(a.grid, a.view.transform.name) for a in answers if a.grid is not None]
   n_invalid = sum(a.grid is None for a in answers)
-  ranked = (voting.hierarchical_vote(cands) if method == "hierarchical"
+  ranked = (voting.hierarchical_vote(cands, **options) if method == "hierarchical"
             else voting.flat_vote(cands))
   attempts = voting.attempts(ranked, 2)
   fallback = len(attempts) < 2
@@ -145,9 +157,19 @@ def _part_path(out_dir: str, task_id: str, test_index: int) -> str:
   return os.path.join(out_dir, PREDICTIONS, PARTS, f"{task_id.replace('/', '_')}.{test_index}.json")
 
 
+def views_for_test_input(task: Task, test_index: int, view_cfg: Any, context: int
+                         ) -> list[views_lib.View]:
+  """The views ``predict_tasks`` decodes for one test input (``view_cfg.views`` scheme): prompt
+  plus the answer budget (``view_cfg.answer_budget``) within ``context`` tokens."""
+  return views_lib.make_views(task, test_index, n_orders=view_cfg.n_orders,
+                              leave_out=view_cfg.leave_out, max_tokens=context,
+                              seed=view_cfg.seed, budget=view_cfg.answer_budget,
+                              scheme=view_cfg.views)
+
+
 def predict_tasks(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any], *, mcfg: Any,
                   lcfg: Any, out_dir: str, view_cfg: Any, group_size: int,
-                  vote_method: str = "hierarchical", task_parallel: bool = False
+                  vote_cfg: Optional[Mapping[str, Any]] = None, task_parallel: bool = False
                   ) -> dict[str, list[dict]]:
   """Predicts every test input of every task (reusing finished prediction files).
 
@@ -156,21 +178,25 @@ def predict_tasks(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any
   uninterrupted single-process run would use. Each input's result is saved on its own as soon
   as its group is decoded (``predictions/parts/``); the per-task files are assembled at the
   end (by process 0 when ``task_parallel``, after every process has finished its groups).
+  ``vote_cfg`` is the config's ``vote`` section (``method`` plus ``voting.hierarchical_vote``
+  options; None: the default vote).
   """
   import jax  # deferred: the numpy-only parts of this module import without JAX
   from ttt_jax.model import lora as lora_lib
   from ttt_jax.parallel import multihost
   index, count = ((multihost.process_index(), multihost.process_count()) if task_parallel
                   else (0, 1))
+  vote_options = dict(vote_cfg or {})
+  vote_method = vote_options.pop("method", "hierarchical")
+  if vote_method == "flat":  # the config's hierarchical options do not apply
+    vote_options = {}
   os.makedirs(os.path.join(out_dir, PREDICTIONS, PARTS), exist_ok=True)
   finished = {t.task_id for t in tasks if os.path.exists(_prediction_path(out_dir, t.task_id))}
   context = min(view_cfg.max_tokens, mcfg.max_seq_len)  # prompt + answer must fit
   entries = []  # (task, test_index, views)
   for t in tasks:
     for j in range(len(t.test)):
-      vs = views_lib.make_views(t, j, n_orders=view_cfg.n_orders, leave_out=view_cfg.leave_out,
-                                max_tokens=context, seed=view_cfg.seed)
-      entries.append((t, j, vs))
+      entries.append((t, j, views_for_test_input(t, j, view_cfg, context)))
   entries.sort(key=lambda e: max((len(v.prompt_T) for v in e[2]), default=0))
   groups = [entries[g:g + group_size] for g in range(0, len(entries), group_size)]
 
@@ -189,22 +215,22 @@ def predict_tasks(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any
     zero = jax.tree.map(np.asarray, lora_lib.init_lora(mcfg, lcfg, jax.random.key(0)))
   progress = Progress("predict", sum(len(g) for g in mine))
   for group in mine:
-    live = [(t, vs) for t, _, vs in group if vs]
-    budget = max([views_lib.answer_budget(t) for t, _ in live], default=1)
-    longest = max([len(v.prompt_T) for _, vs in live for v in vs], default=1)
-    max_new = min(predict.bucket(budget, 32), context - longest)  # >= budget: views fit
-    ads = []
-    for t, _, _ in group:
-      a = adapters.get(t.task_id) if use_lora else None
-      ads.append(zero if use_lora and a is None else a)
-    answers = predict.decode_views(params, ads, [vs for _, _, vs in group], cfg=mcfg,
-                                   lora_cfg=lcfg if use_lora else None, max_new_tokens=max_new,
-                                   max_total_tokens=context)
-    for (t, j, _), ans in zip(group, answers):
-      if not done(t, j):
-        _write_json_atomic(_part_path(out_dir, t.task_id, j), vote_test_input(ans, t, j,
-                                                                             vote_method))
-    progress.step(len(group), f"(max {max_new} new tokens)")
+    for call in predict.split_for_context([vs for _, _, vs in group], context):
+      part = [group[i] for i in call]
+      # Every view gets at least the answer budget it reserved when checked against context.
+      max_new = predict.decode_budget([v for _, _, vs in part for v in vs], context)
+      ads = []
+      for t, _, _ in part:
+        a = adapters.get(t.task_id) if use_lora else None
+        ads.append(zero if use_lora and a is None else a)
+      answers = predict.decode_views(params, ads, [vs for _, _, vs in part], cfg=mcfg,
+                                     lora_cfg=lcfg if use_lora else None,
+                                     max_new_tokens=max_new, max_total_tokens=context)
+      for (t, j, _), ans in zip(part, answers):
+        if not done(t, j):
+          _write_json_atomic(_part_path(out_dir, t.task_id, j),
+                             vote_test_input(ans, t, j, vote_method, **vote_options))
+      progress.step(len(part), f"(max {max_new} new tokens)")
 
   if task_parallel:
     multihost.barrier("predictions")
@@ -349,7 +375,7 @@ def run_pipeline(cfg: Any) -> Optional[dict]:
   t2 = time.perf_counter()
   results = predict_tasks(params, tasks, adapters, mcfg=mcfg, lcfg=lcfg, out_dir=cfg.out_dir,
                           view_cfg=cfg.infer, group_size=cfg.infer.group_size,
-                          vote_method=cfg.infer.vote, task_parallel=task_parallel)
+                          vote_cfg=cfg.vote.to_dict(), task_parallel=task_parallel)
   timings["predict"] = time.perf_counter() - t2
   timings["total"] = time.perf_counter() - t0
   summary = None

@@ -16,7 +16,14 @@ Two rules are provided:
 * ``flat_vote`` -- every distinct candidate ranked by how often it was predicted.
 
 Both return every ranked grid with its counts (``VotedGrid``), best first; the two
-ARC attempts are ``attempts(ranked)``. Zero candidates give an empty list: the caller
+ARC attempts are ``attempts(ranked)``.
+
+``REFERENCE`` holds the ``hierarchical_vote`` options that behave like the paper's reference
+code (``arclib/voting.py``) rather than its text: every group fills all 3 stage-1 slots, so a
+grid can take several slots of one group (a unanimous group gives its grid 3 votes); the
+row-wise majority counts rows of every grid of the majority width, across shapes; and a group
+of all predictions pooled votes too. Where the reference breaks ties by Python set order and
+``np.argsort``, which are arbitrary, the rules here break them as documented below. Zero candidates give an empty list: the caller
 decides the fallback (the pipeline submits the test input itself).
 """
 
@@ -30,6 +37,12 @@ import numpy as np
 
 IDENTITY = "identity"
 POOLED_GROUP = "*pooled*"
+FILL_RULES = ("distinct", "reference")
+ROW_MAJORITIES = ("same_shape", "cross_shape")
+
+# hierarchical_vote options of the paper's reference code (see the module docstring).
+REFERENCE = dict(top_per_group=3, fill_in=True, fill_source="group", pooled_group=True,
+                 fill_rule="reference", row_majority="cross_shape")
 
 GridKey = tuple[tuple[int, ...], bytes]
 
@@ -45,12 +58,14 @@ class Candidate:
 class VotedGrid:
   """A grid with the counts that ranked it.
 
-  votes: the ranking count -- for ``hierarchical_vote`` the number of groups whose
-    stage-1 picks include the grid; for ``flat_vote`` the number of candidates.
+  votes: the ranking count -- for ``hierarchical_vote`` the number of stage-1 slots
+    holding the grid (with the default ``fill_rule="distinct"`` a group fills a grid into
+    at most one slot, so: the number of groups that picked it); for ``flat_vote`` the
+    number of candidates.
   count: how many candidates (over all groups) are exactly this grid.
   identity_count: how many of those came from the identity view.
-  groups: the groups that picked the grid in stage 1, in group order (empty for
-    ``flat_vote``).
+  groups: the groups that picked the grid in stage 1, in group order, once per slot
+    (empty for ``flat_vote``).
   fill_in: True when the grid is not among the candidates at all, i.e. it exists
     only as a row/column-wise majority fill-in (then ``count == 0``).
   """
@@ -113,53 +128,78 @@ def _ranked_by_count(grids: Sequence[np.ndarray]) -> list[tuple[GridKey, np.ndar
   return [(k, first[k], counts[k]) for k in order]
 
 
-def row_majority_grid(grids: Sequence[np.ndarray]) -> Optional[np.ndarray]:
-  """Row-wise majority grid: among grids of the most common shape, the most common row
-  at each row index. Ties (of shape or of row) go to the first grid in ``grids`` order.
-  None when ``grids`` is empty.
+def row_majority_grid(grids: Sequence[np.ndarray], across_shapes: bool = False
+                      ) -> Optional[np.ndarray]:
+  """Row-wise majority grid of the most common shape: the most common row at each row index.
+
+  The rows counted at index r come from the grids of the most common shape, or with
+  ``across_shapes`` (the reference code) from every grid of that width with a row r, whatever
+  its height. Ties (of shape or of row) go to the first grid in ``grids`` order. None when
+  ``grids`` is empty.
   """
   if not grids:
     return None
-  shapes = [np.asarray(g).shape for g in grids]
-  shape = _most_common(shapes)
-  same = [np.asarray(g) for g, s in zip(grids, shapes) if s == shape]
+  arrs = [np.asarray(g) for g in grids]
+  shape = _most_common([a.shape for a in arrs])
+  pool = [a for a in arrs if (a.shape[1] == shape[1] if across_shapes else a.shape == shape)]
   rows = []
   for r in range(shape[0]):
-    row_keys = [tuple(g[r].tolist()) for g in same]
+    row_keys = [tuple(a[r].tolist()) for a in pool if a.shape[0] > r]
     rows.append(_most_common(row_keys))
-  return np.asarray(rows, dtype=same[0].dtype)
+  return np.asarray(rows, dtype=pool[0].dtype)
 
 
-def column_majority_grid(grids: Sequence[np.ndarray]) -> Optional[np.ndarray]:
+def column_majority_grid(grids: Sequence[np.ndarray], across_shapes: bool = False
+                         ) -> Optional[np.ndarray]:
   """Column-wise majority grid: ``row_majority_grid`` of the transposed grids, transposed."""
   if not grids:
     return None
-  maj = row_majority_grid([np.asarray(g).T for g in grids])
+  maj = row_majority_grid([np.asarray(g).T for g in grids], across_shapes)
   return maj.T.copy()
 
 
 def group_picks(grids: Sequence[np.ndarray], top_k: int = 3, fill_in: bool = True,
-                fill_from: Optional[Sequence[np.ndarray]] = None
-                ) -> list[tuple[np.ndarray, bool]]:
-  """Stage 1 for one group: up to ``top_k`` distinct grids as (grid, is_fill_in).
+                fill_from: Optional[Sequence[np.ndarray]] = None, fill_rule: str = "distinct",
+                row_majority: str = "same_shape") -> list[tuple[np.ndarray, bool]]:
+  """Stage 1 for one group: up to ``top_k`` slots as (grid, is_fill_in).
 
   The ``top_k`` most frequent grids (ties by first appearance). When there are fewer
-  than ``top_k`` distinct grids and ``fill_in`` is set, the row-wise majority grid and
-  then the column-wise majority grid of ``fill_from`` (default: ``grids``) are
-  appended, each only if it is not already picked and while fewer than ``top_k`` are
-  picked. A group therefore picks each grid at most once.
+  than ``top_k`` distinct grids and ``fill_in`` is set, the empty slots take the row-wise
+  and column-wise majority grids of ``fill_from`` (default: ``grids``; ``row_majority``
+  ``"cross_shape"`` counts rows across shapes, see ``row_majority_grid``):
+
+  * ``fill_rule="distinct"`` (default): the row-wise, then the column-wise majority grid,
+    each only if not already picked and while a slot is free. A group therefore picks each
+    grid at most once, and may leave slots empty.
+  * ``fill_rule="reference"`` (the reference code): every slot is filled; each empty slot
+    takes the row-wise majority grid when it is not yet picked, else the column-wise one even
+    if that is already picked. A grid can then fill several slots: a unanimous group gives
+    its grid ``top_k`` slots, and a group of two grids gives a third slot to a majority grid,
+    often a repeat of one of them.
 
   Note: built from the group itself, a majority grid of at most two distinct grids
   is always one of them (at every row index the more frequent -- or first -- grid's
   row wins), so with the paper's ``top_k=3`` group-level fill-ins never add a new
   grid; they can when ``top_k > 3`` or when ``fill_from`` is wider than the group.
   """
+  if fill_rule not in FILL_RULES:
+    raise ValueError(f"fill_rule must be one of {FILL_RULES}, got {fill_rule!r}")
+  if row_majority not in ROW_MAJORITIES:
+    raise ValueError(f"row_majority must be one of {ROW_MAJORITIES}, got {row_majority!r}")
   ranked = _ranked_by_count(grids)
   picks = [(g, False) for _, g, _ in ranked[:top_k]]
   source = grids if fill_from is None else fill_from
   if fill_in and len(picks) < top_k and len(source):
+    across = row_majority == "cross_shape"
+    row, col = row_majority_grid(source, across), column_majority_grid(source, across)
     seen = {k for k, _, _ in ranked[:top_k]}
-    for maj in (row_majority_grid(source), column_majority_grid(source)):
+    if fill_rule == "reference":
+      while len(picks) < top_k:
+        maj = row if grid_key(row) not in seen else col
+        seen.add(grid_key(maj))
+        picks.append((maj, True))
+      return picks
+    for maj in (row, col):
       if len(picks) >= top_k:
         break
       k = grid_key(maj)
@@ -178,13 +218,15 @@ def _group_by_transform(cands: Sequence[Candidate]) -> dict[str, list[np.ndarray
 
 def hierarchical_vote(candidates: Iterable[CandidateLike], *, top_per_group: int = 3,
                       fill_in: bool = True, fill_source: str = "group",
-                      pooled_group: bool = False,
+                      pooled_group: bool = False, fill_rule: str = "distinct",
+                      row_majority: str = "same_shape",
                       identity: str = IDENTITY) -> list[VotedGrid]:
   """The paper's two-stage vote; returns every stage-1 pick ranked, best first.
 
   Stage 1: candidates are grouped by ``transform`` (groups in order of first
-  appearance); each group picks up to ``top_per_group`` distinct grids with
-  ``group_picks`` (most frequent first, row/column majority fill-ins when short).
+  appearance); each group fills up to ``top_per_group`` slots with ``group_picks``
+  (most frequent first, row/column majority fill-ins when short, by ``fill_rule`` and
+  ``row_majority``; the defaults give each grid at most one slot per group).
   ``fill_source`` says which candidates the fill-in majority grids are built from:
   ``"group"`` (default, the paper's text: the group's own candidates) or ``"all"``
   (every candidate of the test input, the same fill-ins for every short group).
@@ -192,8 +234,9 @@ def hierarchical_vote(candidates: Iterable[CandidateLike], *, top_per_group: int
   ``POOLED_GROUP``) picks too, as the paper's reference code does; the paper's text,
   and the default here, has no pooled group.
 
-  Stage 2: each grid's ``votes`` is the number of groups that picked it. Grids are
-  ranked by, in order:
+  Stage 2: each grid's ``votes`` is the number of stage-1 slots it holds (the number of
+  groups that picked it, unless ``fill_rule="reference"`` repeats it). Grids are ranked by,
+  in order:
     1. more votes;
     2. more candidates from the ``identity`` view (the paper's tie rule);
     3. more candidates in total;
@@ -203,6 +246,7 @@ def hierarchical_vote(candidates: Iterable[CandidateLike], *, top_per_group: int
   else ties.
 
   Zero candidates give ``[]``. The top two entries are the ARC attempts.
+  ``hierarchical_vote(candidates, **REFERENCE)`` votes like the paper's reference code.
   """
   cands = _normalise(candidates)
   if not cands:
@@ -230,7 +274,8 @@ def hierarchical_vote(candidates: Iterable[CandidateLike], *, top_per_group: int
   grid_of: dict[GridKey, np.ndarray] = {}
   pickers: dict[GridKey, list[str]] = {}
   for name, grids in groups.items():
-    for g, _ in group_picks(grids, top_per_group, fill_in, fill_from=all_grids):
+    for g, _ in group_picks(grids, top_per_group, fill_in, fill_from=all_grids,
+                            fill_rule=fill_rule, row_majority=row_majority):
       k = grid_key(g)
       grid_of.setdefault(k, g)
       pickers.setdefault(k, []).append(name)

@@ -7,6 +7,11 @@ Presets, chosen after ``:`` in ``--config=experiments/configs/pipeline.py:PRESET
            250 examples, 8192 tokens, 2 demonstration orders) on all of dev-80;
   no_ttt   the fine-tuned model with augmented inference and voting only.
 Override anything from the command line, e.g. ``--config.tasks=arc1-eval --config.ttt.epochs=1``.
+
+``infer.answer_budget`` defaults to ``"full"``: every view reserves room for a 30x30 answer, so with
+the embedded 1024-token model most views of the default run no longer fit and the run falls back
+to fewer demonstrations or the baseline; add ``--config.infer.answer_budget=demos`` for a quick
+CPU smoke run whose answers are cut at the largest demonstration output.
 """
 
 from ml_collections import config_dict
@@ -28,7 +33,26 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
       epochs=2, batch_size=2, n_max=24, max_tokens=2048, loss_mode="all_outputs",
       augment=True, group_size=4, min_bucket=128, shared_adapter=False))
   c.infer = config_dict.ConfigDict(dict(
-      n_orders=2, leave_out=1, max_tokens=2048, group_size=4, seed=0, vote="hierarchical"))
+      # Views (ttt_jax.infer.views.make_views): "ours" = 7 invertible transforms x every
+      # leave-out subset x n_orders orders; "reference" = the reference code's: identity x every
+      # subset x n_orders orders, plus one view each of transpose, flip_ud, flip_lr, rot90,
+      # rot180 (of a random identity view), repeated prompts skipped. n_orders counts the orders
+      # per subset, its own order included: "ours" draws distinct permutations until there are
+      # n_orders; "reference" draws n_orders - 1 permutations and drops repeats (its permute_n=2
+      # is n_orders=3).
+      views="ours",
+      n_orders=2, leave_out=1, max_tokens=2048, group_size=4, seed=0,
+      # New tokens reserved per answer, EOS included (ttt_jax.infer.views.answer_budget):
+      # "full" = any grid up to 30x30 (931 tokens); "demos" = the largest demonstration output
+      # in either orientation, for CPU smoke runs with short contexts only (bigger answers are
+      # cut off and invalid); or a number of tokens ("600").
+      answer_budget="full"))
+  # Voting (ttt_jax.voting): method "hierarchical" (the paper's two-stage vote) or "flat"
+  # (raw counts; takes none of the other fields). The rest are hierarchical_vote's options;
+  # the defaults follow the paper's text, voting.REFERENCE lists the reference code's values.
+  c.vote = config_dict.ConfigDict(dict(
+      method="hierarchical", top_per_group=3, fill_in=True, fill_source="group",
+      pooled_group=False, fill_rule="distinct", row_majority="same_shape"))
 
   if preset == "paper":
     c.tasks = "dev80"

@@ -56,3 +56,17 @@ def test_vocab_is_consistent():
   assert len(tokens.TOKEN_NAMES) == tokens.VOCAB_SIZE
   specials = {tokens.NL, tokens.IN, tokens.OUT, tokens.BOS, tokens.EOS, tokens.PAD}
   assert len(specials) == 6 and min(specials) == 10 and max(specials) == tokens.VOCAB_SIZE - 1
+
+
+def test_decode_answer_requires_eos():
+  g = np.array([[1, 2], [3, 4]], np.int8)
+  enc = tokens.encode_grid(g)
+  # A stream cut by the budget at a row end is a grid to decode_grid but not an answer.
+  assert tokens.decode_grid(enc) is not None and tokens.decode_answer(enc) is None
+  assert tokens.decode_answer(enc[:3]) is None  # cut after the first row: no EOS either
+  assert np.array_equal(tokens.decode_answer(np.r_[enc, tokens.EOS]), g)
+  assert np.array_equal(tokens.decode_answer(np.r_[enc, tokens.EOS, [tokens.PAD] * 5]), g)
+  assert np.array_equal(tokens.decode_answer(np.r_[enc, tokens.EOS, 7, tokens.NL]), g)
+  assert tokens.decode_answer(np.r_[enc, tokens.PAD, tokens.EOS]) is None  # PAD before EOS
+  assert tokens.decode_answer(np.r_[enc[:4], tokens.EOS]) is None  # ragged rows
+  assert tokens.decode_answer([tokens.EOS]) is None and tokens.decode_answer([]) is None

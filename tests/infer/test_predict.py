@@ -57,3 +57,18 @@ def test_answers_parse_and_map_back_through_the_inverse_view():
   answer = np.array([[1, 2, 3], [4, 5, 6]], np.int8)
   grid = tokens.decode_grid(np.r_[tokens.encode_grid(answer), tokens.EOS])
   assert np.array_equal(np.rot90(v.to_original(grid)), answer)
+
+
+def test_an_answer_without_eos_is_invalid_and_counted():
+  from ttt_jax import pipeline  # pylint: disable=g-import-not-at-top
+  t = _task(4, 2)
+  v = [x for x in views.make_views(t, 0) if x.transform.name == "identity"][0]
+  answer = np.array([[1, 2], [3, 4]], np.int8)
+  cut = predict.answer_from_tokens(v, tokens.encode_grid(answer))  # budget ran out on a row end
+  assert cut.grid is None and cut.new_tokens == 6
+  padded = np.r_[tokens.encode_grid(answer), tokens.EOS, tokens.PAD, tokens.PAD]
+  done = predict.answer_from_tokens(v, padded)
+  assert np.array_equal(done.grid, answer) and done.new_tokens == 7
+  r = pipeline.vote_test_input([cut, done, cut], t, 0)
+  assert (r["num_views"], r["num_invalid"]) == (3, 2)
+  assert r["candidates"][0]["count"] == 1 and np.array_equal(r["attempts"][0], answer)

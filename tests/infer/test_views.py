@@ -1,6 +1,7 @@
 import numpy as np
+import pytest
 
-from ttt_jax.arc import io
+from ttt_jax.arc import augment, io
 from ttt_jax.arc.task import make_task
 from ttt_jax.data import tokens
 from ttt_jax.infer import views
@@ -57,3 +58,59 @@ def test_single_demo_task_uses_it():
   t = _task(1)
   vs = views.make_views(t, 0)
   assert len(vs) == 7 and all(v.demo_order == (0,) for v in vs)
+
+
+REFERENCE_OTHERS = ["transpose", "flip_ud", "flip_lr", "rot90", "rot180"]
+
+
+def test_reference_views_of_a_three_demonstration_task():
+  t = _task(3)
+  subsets = [(0, 1), (0, 2), (1, 2)]
+  vs = views.make_views(t, 0, scheme="reference", n_orders=1)
+  assert [v.transform.name for v in vs] == ["identity"] * 3 + REFERENCE_OTHERS
+  assert [v.demo_order for v in vs[:3]] == subsets
+  assert all(v.demo_order in subsets for v in vs[3:])  # each built from an identity view
+
+  # Three orders per subset: its own, then 2 random draws with repeats dropped. A subset of two
+  # demonstrations has only two orders, so it gets one or two, and over seeds both happen.
+  per_subset_counts = set()
+  for seed in range(20):
+    vs = views.make_views(t, 0, scheme="reference", n_orders=3, seed=seed)
+    names = [v.transform.name for v in vs]
+    n_id = names.count("identity")
+    assert names == ["identity"] * n_id + REFERENCE_OTHERS
+    identity_orders = [v.demo_order for v in vs[:n_id]]
+    for s in subsets:
+      orders = [o for o in identity_orders if sorted(o) == list(s)]
+      assert orders[0] == s and set(orders) <= {s, s[::-1]} and len(set(orders)) == len(orders)
+      per_subset_counts.add(len(orders))
+    assert all(v.demo_order in identity_orders for v in vs[n_id:])
+    # Ours keeps drawing until it has n_orders distinct orders (here: both, for every subset).
+    ours = views.make_views(t, 0, n_orders=3, seed=seed, transforms=[augment.IDENTITY])
+    assert len(ours) == 6
+  assert per_subset_counts == {1, 2}
+
+
+def test_reference_views_skip_repeated_prompts():
+  # Every grid is symmetric under flip_lr, so flip_lr(view) == view, rot180 == flip_ud and
+  # rot90 == transpose (the transpose of an lr-symmetric grid is ud-symmetric).
+  sym = lambda g: np.concatenate([g, g[:, ::-1]], axis=1)
+  rng = np.random.default_rng(0)
+  grids = [sym(rng.integers(0, 10, (3, 2))) for _ in range(3)]
+  t = make_task("sym", [(grids[0], grids[1])], [(grids[2], None)])
+  vs = views.make_views(t, 0, scheme="reference", n_orders=1)
+  assert [v.transform.name for v in vs] == ["identity", "transpose", "flip_ud"]
+  # Ours keeps every view, repeats included.
+  assert len(views.make_views(t, 0, n_orders=1)) == 7
+  t3 = make_task("sym3", [(sym(rng.integers(0, 10, (2, 2))), sym(rng.integers(0, 10, (2, 2))))
+                          for _ in range(3)], [(grids[2], None)])
+  vs = views.make_views(t3, 0, scheme="reference", n_orders=3)
+  assert "flip_lr" not in {v.transform.name for v in vs}
+  assert len({v.prompt_T.tobytes() for v in vs}) == len(vs)
+
+
+def test_view_scheme_is_checked():
+  with pytest.raises(ValueError, match="view scheme"):
+    views.make_views(_task(3), 0, scheme="nope")
+  with pytest.raises(ValueError, match="identity"):
+    views.make_views(_task(3), 0, scheme="reference", transforms=[augment.ROT90])

@@ -67,6 +67,20 @@ def decode_grid(tokens: Sequence[int]) -> Optional[Grid]:
   return toks.reshape(h, w + 1)[:, :w].astype(np.int8)
 
 
+def decode_answer(tokens: Sequence[int]) -> Optional[Grid]:
+  """Parses a generated answer: a grid, then EOS; whatever follows EOS (PAD) is ignored.
+
+  Stricter than ``decode_grid``: without EOS the answer ran out of budget and may be cut at a
+  row end, so it is invalid (None) even when the tokens so far form a grid; PAD before EOS is
+  invalid too. Never raises.
+  """
+  toks = np.asarray(tokens, dtype=np.int64).reshape(-1)
+  eos = np.nonzero(toks == EOS)[0]
+  if eos.size == 0 or np.any(toks[: eos[0]] == PAD):
+    return None
+  return decode_grid(toks[: eos[0]])
+
+
 def episode_num_tokens(demos: Sequence[Pair], query_input: Grid,
                        query_output: Optional[Grid] = None) -> int:
   """Length of ``encode_episode`` without building it (for cheap budget checks)."""

@@ -3,8 +3,8 @@
 All views of K tasks are decoded by one compiled call: prompts are left-padded
 to a bucketed length, views are padded to the same count per task, and
 ``decode.generate`` is vmapped over the stacked adapters (one frozen base).
-Answers are parsed (``None`` when malformed: counted, never raised) and mapped
-back to the task's frame by each view's inverse transform.
+Answers are parsed strictly (``None`` when malformed or cut off before EOS: counted, never
+raised) and mapped back to the task's frame by each view's inverse transform.
 """
 
 from __future__ import annotations
@@ -28,6 +28,40 @@ def bucket(n: int, multiple: int) -> int:
   return max(multiple, -(-n // multiple) * multiple)
 
 
+def decode_budget(views: Sequence[View], context: int, multiple: int = 32) -> int:
+  """New tokens for decoding ``views`` in one call: at least every view's reserved
+  ``answer_tokens`` (rounded up to a ``multiple``, so few shapes compile), but no more than
+  the longest prompt leaves of ``context``. Raises when the views cannot share one call."""
+  if not views:
+    return 0
+  need = max(v.answer_tokens for v in views)
+  room = context - max(len(v.prompt_T) for v in views)
+  if room < need:
+    raise ValueError(f"the longest prompt leaves {room} of {context} tokens for answers that "
+                     f"need {need}; split the views with split_for_context")
+  return min(bucket(need, multiple), room)
+
+
+def split_for_context(views_per_input: Sequence[Sequence[View]], context: int
+                      ) -> list[list[int]]:
+  """Consecutive runs of test inputs (their indices) whose views can share one decoding call:
+  longest prompt plus largest answer budget within ``context``. One run when every input
+  reserves the same budget (each input's views fit on their own); budgets that differ per
+  task (``answer_budget="demos"``) can need more."""
+  calls: list[list[int]] = []
+  need = longest = 0
+  for i, vs in enumerate(views_per_input):
+    n = max((v.answer_tokens for v in vs), default=0)
+    l = max((len(v.prompt_T) for v in vs), default=0)
+    if calls and max(need, n) + max(longest, l) <= context:
+      calls[-1].append(i)
+      need, longest = max(need, n), max(longest, l)
+    else:
+      calls.append([i])
+      need, longest = n, l
+  return calls
+
+
 def left_pad(prompts: Sequence[np.ndarray], length: int) -> tuple[np.ndarray, np.ndarray]:
   """``(tokens_BxT, mask_BxT)`` with every prompt right-aligned (PAD on the left)."""
   tokens_BxT = np.full((len(prompts), length), tokens.PAD, np.int32)
@@ -49,6 +83,14 @@ class ViewAnswer:
   @property
   def new_tokens(self) -> int:
     return int(self.tokens_N.shape[0])
+
+
+def answer_from_tokens(view: View, new_N: np.ndarray) -> ViewAnswer:
+  """A view's generated tokens as its answer: parsed strictly (``tokens.decode_answer``: no
+  EOS means invalid) and mapped back to the task's frame; tokens kept up to EOS."""
+  is_eos = new_N == tokens.EOS
+  n_new = int(np.argmax(is_eos)) + 1 if is_eos.any() else len(new_N)
+  return ViewAnswer(view, view.to_original(tokens.decode_answer(new_N)), new_N[:n_new])
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "lora_cfg", "max_new_tokens"))
@@ -104,7 +146,5 @@ def decode_views(params: Any, adapters: Sequence[Any], views_per_task: Sequence[
   out_KxBxN = np.asarray(jax.device_get(out_KxBxN))
   for row, k in enumerate(live):
     for b, v in enumerate(views_per_task[k]):
-      new = out_KxBxN[row, b]
-      n_new = int(np.argmax(new == tokens.EOS)) + 1 if (new == tokens.EOS).any() else len(new)
-      results[k].append(ViewAnswer(v, v.to_original(tokens.decode_grid(new)), new[:n_new]))
+      results[k].append(answer_from_tokens(v, out_KxBxN[row, b]))
   return results
