@@ -26,7 +26,9 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
       lora_targets=("q", "v", "o", "gate", "up", "down"),
       learning_rate=config_dict.placeholder(float),  # None: the paper's choice for the model
       epochs=2, batch_size=2, n_max=24, max_tokens=2048, loss_mode="all_outputs",
-      augment=True, group_size=4, min_bucket=128, shared_adapter=False))
+      augment=True, group_size=4, min_bucket=128, shared_adapter=False,
+      clip_norm=config_dict.FieldReference(1.0, field_type=float),  # None or 0: no clipping
+      data_mode="ours"))  # "reference": the TTT set as the paper's code builds it
   c.infer = config_dict.ConfigDict(dict(
       n_orders=2, leave_out=1, max_tokens=2048, group_size=4, seed=0, vote="hierarchical"))
 
