@@ -100,7 +100,6 @@ def _num_tokens(pairs: Sequence[Pair], query: int, context: Sequence[int]) -> in
                                    pairs[query].output)
 
 
-
 @dataclasses.dataclass(frozen=True)
 class _Spec:
   view: int
@@ -130,8 +129,9 @@ def build_ttt_dataset(task: Task, *, n_max: int = 250, max_tokens: int = 8192,
 
   Only demonstrations are used (never test inputs). Returns an empty list when
   the task has fewer than 2 demonstrations or no episode fits the budget; the
-  caller records that and skips TTT for the task. ``mode="reference"``: see
-  ``_reference_dataset``.
+  caller records that and skips TTT for the task. ``mode="reference"`` differs
+  (``_reference_dataset``): one demonstration is enough, examples are shorter than
+  ``max_tokens``, and more than ``n_max`` come back when only leave-two-out ones fit.
   """
   if loss_mode not in LOSS_MODES:
     raise ValueError(f"unknown loss mode {loss_mode!r}; expected one of {LOSS_MODES}")
