@@ -4,6 +4,11 @@ r"""Per-task test-time training: one LoRA adapter per task, K tasks per compiled
   python -m experiments.ttt --config=experiments/configs/ttt.py \
       --config.params=runs/finetune/params --config.tasks=dev80 --config.out_dir=runs/ttt
 
+The reference code's TTT settings (no gradient clipping, its data set, LoRA without o):
+
+  python -m experiments.ttt --config=experiments/configs/ttt.py --config.optim.clip_norm=0 \
+      --config.ttt.data_mode=reference "--config.lora.targets=('q','v','gate','up','down')"
+
 Adapters go to ``<out_dir>/adapters/<task_id>.safetensors`` (+ ``.json``); a rerun skips
 tasks already done.
 """

@@ -131,7 +131,7 @@ _MULTIHOST_PROBE = """
 from ttt_jax.parallel import mesh, multihost
 assert mesh.initialize_multihost()
 got = multihost.allgather_json("probe", {"index": multihost.process_index()})
-on_devices = multihost._allgather_json_on_devices([multihost.process_index()] * 3)
+on_devices = multihost.allgather_json("probe_list", [multihost.process_index()] * 3)
 multihost.barrier("probe")
 print("probe", multihost.process_index(), multihost.process_count(), got, on_devices)
 """

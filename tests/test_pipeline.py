@@ -31,6 +31,19 @@ def _config(tasks, model_dir, out_dir):
   return c
 
 
+def test_ttt_stage_passes_clip_norm_and_data_mode(tmp_path, monkeypatch):
+  from ttt_jax.train import ttt
+  seen = {}
+  monkeypatch.setattr(ttt, "run_ttt", lambda *a, **kw: seen.update(kw))
+  c = _config("dev80-small", "", str(tmp_path))
+  mcfg = config.get_config("tiny")
+  pipeline._ttt_stage(c, [], None, mcfg, task_parallel=False)
+  assert seen["ocfg"].clip_norm == 1.0 and seen["tcfg"].data_mode == "ours"  # our defaults
+  c.ttt.clip_norm, c.ttt.data_mode = None, "reference"  # the reference's
+  pipeline._ttt_stage(c, [], None, mcfg, task_parallel=False)
+  assert seen["ocfg"].clip_norm is None and seen["tcfg"].data_mode == "reference"
+
+
 @pytest.mark.slow
 def test_pipeline_end_to_end_with_bad_and_oversized_tasks(tmp_path, tiny_model_dir):
   tasks, _ = io.load_tasks("dev80-small")

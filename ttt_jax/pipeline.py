@@ -320,13 +320,14 @@ def _ttt_stage(cfg: Any, tasks: Sequence[Task], params: Any, mcfg: Any, task_par
   lcfg = lora_lib.LoraConfig(rank=cfg.ttt.lora_rank, alpha=cfg.ttt.lora_alpha,
                              targets=tuple(cfg.ttt.lora_targets))
   overrides = {} if cfg.ttt.learning_rate is None else {"learning_rate": cfg.ttt.learning_rate}
-  ocfg = optim.ttt_optim_config(mcfg.name, **overrides)
+  ocfg = optim.ttt_optim_config(mcfg.name, clip_norm=cfg.ttt.clip_norm, **overrides)
   tcfg = ttt.TTTConfig(batch_size=cfg.ttt.batch_size, epochs=cfg.ttt.epochs, n_max=cfg.ttt.n_max,
                        max_tokens=min(cfg.ttt.max_tokens, mcfg.max_seq_len),
                        loss_mode=cfg.ttt.loss_mode,
                        augment=cfg.ttt.augment, group_size=cfg.ttt.group_size,
                        min_bucket=cfg.ttt.min_bucket, seed=cfg.seed,
-                       shared_adapter=cfg.ttt.shared_adapter)
+                       shared_adapter=cfg.ttt.shared_adapter,
+                       data_mode=cfg.ttt.data_mode)
   ttt.run_ttt(tasks, params, mcfg=mcfg, lcfg=lcfg, ocfg=ocfg, tcfg=tcfg, out_dir=cfg.out_dir,
               task_parallel=task_parallel)
   if task_parallel:  # every adapter is saved before anyone predicts with it

@@ -31,7 +31,9 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
       lora_targets=("q", "v", "o", "gate", "up", "down"),
       learning_rate=config_dict.placeholder(float),  # None: the paper's choice for the model
       epochs=2, batch_size=2, n_max=24, max_tokens=2048, loss_mode="all_outputs",
-      augment=True, group_size=4, min_bucket=128, shared_adapter=False))
+      augment=True, group_size=4, min_bucket=128, shared_adapter=False,
+      clip_norm=config_dict.FieldReference(1.0, field_type=float),  # None or 0: no clipping
+      data_mode="ours"))  # "reference": the TTT set as the paper's code builds it
   c.infer = config_dict.ConfigDict(dict(
       # Views (ttt_jax.infer.views.make_views): "ours" = 7 invertible transforms x every
       # leave-out subset x n_orders orders; "reference" = the reference code's: identity x every

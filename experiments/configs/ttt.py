@@ -3,7 +3,9 @@
 paper's ablation).
 
 The learning rate defaults to the paper's choice for the model (5e-5 for 1B/3B, else 1e-4);
-``--config.optim.learning_rate=...`` overrides it.
+``--config.optim.learning_rate=...`` overrides it. ``--config.optim.clip_norm=0`` turns gradient
+clipping off (None does too, from Python), as the reference code trains; ``ttt.data_mode``
+"reference" builds the TTT set the way the reference code does (``ttt_jax.data.loo``).
 """
 
 from ml_collections import config_dict
@@ -21,10 +23,12 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
                                        targets=("q", "v", "o", "gate", "up", "down")))
   c.optim = config_dict.ConfigDict(dict(
       learning_rate=config_dict.placeholder(float), warmup_frac=0.1, weight_decay=0.01,
-      clip_norm=1.0, accum_steps=1, final_lr_frac=0.0))
+      clip_norm=config_dict.FieldReference(1.0, field_type=float),  # None or 0: no clipping
+      accum_steps=1, final_lr_frac=0.0))
   c.ttt = config_dict.ConfigDict(dict(
       batch_size=2, epochs=2, n_max=250, max_tokens=8192, loss_mode="all_outputs", augment=True,
-      group_size=8, min_bucket=256, seed=0, shared_adapter=False, log_every=20))
+      group_size=8, min_bucket=256, seed=0, shared_adapter=False, log_every=20,
+      data_mode="ours"))  # "ours" | "reference"
   c.mesh = config_dict.ConfigDict(dict(data=-1, fsdp=1, model=1))
 
   if preset == "quick":

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -54,3 +57,22 @@ def test_two_processes_write_exactly_the_files_one_process_writes():
   assert "pass@2" in pipeline_runs.log_tail("process0.log")
   assert "pass@2" not in pipeline_runs.log_tail("process1.log")
   pipeline_runs.assert_same_outputs(out, ref)
+
+
+@pytest.mark.slow
+def test_two_processes_exchange_and_check_barrier_names(tmp_path):
+  coordinator = f"127.0.0.1:{pipeline_runs.free_port()}"
+  outs = [str(tmp_path / f"p{i}.json") for i in range(2)]
+  procs = [subprocess.Popen([sys.executable, "-m", "tests.parallel.exchange_check", outs[i]],
+                            cwd=pipeline_runs.ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=pipeline_runs.env(process_id=i, num_processes=2,
+                                                  coordinator=coordinator)) for i in range(2)]
+  for p in procs:
+    log = p.communicate(timeout=pipeline_runs.TIMEOUT_S)[0].decode()
+    assert p.returncode == 0, log[-2000:]
+  for i, path in enumerate(outs):
+    with open(path) as f:
+      got = json.load(f)
+    assert got["count"] == 2
+    assert got["gathered"] == [{"process": 0, "pad": ""}, {"process": 1, "pad": "x" * 50}]
+    assert "name mismatch" in got["mismatch"] and f"only_process_{i}" in got["mismatch"]

@@ -48,3 +48,30 @@ def test_direction_times_lr_is_adamw():
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), p1, p2)
   # decay on matrices only
   assert optim.decay_mask(params) == {"w": True, "b": False}
+
+
+def test_clip_norm_none_is_plain_adamw_and_differs_from_clipping():
+  """The reference code does not clip. Adam is invariant to one uniform rescale, so a clipped
+  and an unclipped run differ only once clipped (large) and unclipped (small) gradients mix in
+  the moments: a large gradient then a small one."""
+  params = {"w": jnp.ones((4, 3))}
+  grads = [jax.tree.map(lambda p: s * jnp.cos(p * (i + 2) + jnp.arange(3.0)), params)
+           for i, s in enumerate((1e3, 1e-2, 1e-2))]
+
+  def run(tx):
+    p, state = params, tx.init(params)
+    for g in grads:
+      u, state = tx.update(g, state, p)
+      p = optax.apply_updates(p, u)
+    return p["w"]
+
+  none = optim.ttt_optim_config("tiny", clip_norm=None, learning_rate=1e-2)
+  assert optim.ttt_optim_config("tiny", clip_norm=0).clip_norm is None  # the command line's None
+  clipped = optim.ttt_optim_config("tiny", learning_rate=1e-2)
+  assert clipped.clip_norm == 1.0
+  unclipped = run(optim.make_optax(none, total_steps=10))
+  plain = run(optax.adamw(lambda c: optim.warmup_cosine(c, 10, none), b1=none.b1, b2=none.b2,
+                          eps=none.eps, weight_decay=none.weight_decay, mask=optim.decay_mask))
+  np.testing.assert_allclose(unclipped, plain, rtol=1e-6)
+  moved = np.abs(unclipped - 1.0).max()
+  assert np.abs(run(optim.make_optax(clipped, total_steps=10)) - unclipped).max() > 0.02 * moved

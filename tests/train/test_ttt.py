@@ -80,9 +80,22 @@ def test_ttt_from_config_on_a_saved_model(tmp_path):
   c.tasks = str(tmp_path / "tasks")
   c.out_dir = str(tmp_path / "out")
   c.lora.rank = LCFG.rank
-  c.ttt.update(dict(n_max=4, max_tokens=128, augment=False, epochs=1, group_size=2))
+  c.ttt.update(dict(n_max=4, max_tokens=128, augment=False, epochs=1, group_size=2,
+                    data_mode="reference"))
+  c.optim.clip_norm = None  # the reference's settings reach the run (None is not dropped)
   summary = ttt.run_ttt_from_config(c)
   assert sorted(summary["trained"]) == ["t0", "t1"]
   adapter, meta = checkpoint.load_adapter(c.out_dir + "/adapters", "t0")
   assert meta["optim"]["learning_rate"] == 1e-4 and meta["lora_rank"] == LCFG.rank
+  assert meta["optim"]["clip_norm"] is None and meta["ttt"]["data_mode"] == "reference"
   assert adapter["layers"]["attn"]["q"]["a"].shape == (CFG.n_layers, CFG.dim, LCFG.rank)
+
+
+def test_reference_data_mode_trains_one_demonstration_tasks(tmp_path):
+  """Ours has no data for a task with one demonstration; the reference trains on the
+  demonstration alone (no context): one episode without augmentation."""
+  out = ttt.run_ttt(TASKS[3:], tiny_params(CFG), mcfg=CFG, lcfg=LCFG, ocfg=OCFG,
+                    tcfg=TCFG.replace(data_mode="reference"), out_dir=str(tmp_path))
+  assert out["trained"] == ["t3"]
+  _, meta = checkpoint.load_adapter(str(tmp_path / "adapters"), "t3")
+  assert meta["num_examples"] == 1 and meta["steps"] == 1 and np.isfinite(meta["first_loss"])

@@ -7,6 +7,11 @@ each augmentation (the paper's 23 plus identity), each with a colour permutation
 and a demonstration shuffle. Episodes longer than ``max_tokens`` are dropped;
 because leave-two-out episodes are shorter, they are also the paper's fallback
 when no leave-one-out episode fits. Everything is deterministic for a seed.
+
+``mode="reference"`` builds the set the way the paper's code does instead (see
+``_reference_dataset``): unpermuted and colour-permuted copies of every episode,
+zero-demonstration episodes for tasks with one or two demonstrations, duplicates
+removed, and its cap (leave-two-out episodes uncapped when no leave-one-out one fits).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import zlib
-from typing import Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -26,6 +31,8 @@ from ttt_jax.data import tokens
 # demonstrations 2..k and the query; "query": the query output only; "all": every
 # predictable token (inputs too).
 LOSS_MODES = ("query", "all_outputs", "all")
+# How episodes are chosen: "ours" (the default) or "reference" (the paper's code).
+DATA_MODES = ("ours", "reference")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,8 +51,8 @@ class Example:
 def loss_mask(pair_index_T: np.ndarray, num_demos: int, mode: str) -> np.ndarray:
   if mode == "query":
     return pair_index_T == num_demos
-  if mode == "all_outputs":
-    return pair_index_T >= 1
+  if mode == "all_outputs":  # the query always counts, also with no demonstration before it
+    return (pair_index_T >= 1) | (pair_index_T == num_demos)
   if mode == "all":
     mask = np.ones(pair_index_T.shape, bool)
     mask[0] = False
@@ -62,19 +69,25 @@ def episode_example(demos: Sequence[Pair], query: Pair, loss_mode: str = "all_ou
                  transform)
 
 
+def leave_k_out(n: int, k: int) -> list[tuple[int, tuple[int, ...]]]:
+  """``(query, context)``: each demo once the query, ``k - 1`` more left out; the context
+  (in index order) is empty when ``n == k``, as the reference code allows."""
+  out = []
+  for q in range(n):
+    others = [i for i in range(n) if i != q]
+    for dropped in itertools.combinations(others, k - 1):
+      out.append((q, tuple(i for i in others if i not in dropped)))
+  return out
+
+
 def leave_one_out(n: int) -> list[tuple[int, tuple[int, ...]]]:
   """``(query, context)`` index pairs: each demo once the query, all others the context."""
-  if n < 2:
-    return []
-  return [(q, tuple(i for i in range(n) if i != q)) for q in range(n)]
+  return leave_k_out(n, 1) if n >= 2 else []
 
 
 def leave_two_out(n: int) -> list[tuple[int, tuple[int, ...]]]:
   """``(query, context)`` with one further demonstration left out (needs n >= 3)."""
-  if n < 3:
-    return []
-  return [(q, tuple(i for i in range(n) if i not in (q, d)))
-          for q, d in itertools.permutations(range(n), 2)]
+  return leave_k_out(n, 2) if n >= 3 else []
 
 
 def task_seed(task_id: str, seed: int) -> np.random.Generator:
@@ -95,29 +108,63 @@ class _Spec:
   kind: str
 
 
+@dataclasses.dataclass(frozen=True)
+class _Episode:
+  """An episode as grids: reference mode deduplicates on them before tokenising."""
+  demos: tuple[Pair, ...]
+  query: Pair
+  transform: aug_lib.Transform
+  kind: str
+
+  def key(self) -> tuple:
+    return tuple((g.shape, g.tobytes()) for p in self.demos + (self.query,)
+                 for g in (p.input, p.output))
+
+
 def build_ttt_dataset(task: Task, *, n_max: int = 250, max_tokens: int = 8192,
                       loss_mode: str = "all_outputs", augment: bool = True,
-                      leave_two_out_topup: bool = True, seed: int = 0) -> list[Example]:
+                      leave_two_out_topup: bool = True, seed: int = 0,
+                      mode: str = "ours") -> list[Example]:
   """The task's TTT examples: shuffled, at most ``n_max``, each at most ``max_tokens`` long.
 
   Only demonstrations are used (never test inputs). Returns an empty list when
   the task has fewer than 2 demonstrations or no episode fits the budget; the
-  caller records that and skips TTT for the task.
+  caller records that and skips TTT for the task. ``mode="reference"`` differs
+  (``_reference_dataset``): one demonstration is enough, examples are shorter than
+  ``max_tokens``, and more than ``n_max`` come back when only leave-two-out ones fit.
   """
   if loss_mode not in LOSS_MODES:
     raise ValueError(f"unknown loss mode {loss_mode!r}; expected one of {LOSS_MODES}")
+  if mode not in DATA_MODES:
+    raise ValueError(f"unknown TTT data mode {mode!r}; expected one of {DATA_MODES}")
   rng = task_seed(task.task_id, seed)
-  n = len(task.train)
   transforms = [aug_lib.IDENTITY]
   if augment:
     transforms += aug_lib.ttt_augmentations(rng)
-  views: list[tuple[str, tuple[Pair, ...]]] = []
+  if mode == "reference":
+    episodes = _reference_dataset(task, transforms, n_max=n_max, max_tokens=max_tokens,
+                                  augment=augment, leave_two_out_topup=leave_two_out_topup,
+                                  rng=rng)
+  else:
+    episodes = _our_dataset(task, transforms, n_max=n_max, max_tokens=max_tokens,
+                            augment=augment, leave_two_out_topup=leave_two_out_topup, rng=rng)
+  episodes = [episodes[i] for i in rng.permutation(len(episodes))]
+  return [episode_example(e.demos, e.query, loss_mode, task.task_id, e.kind, e.transform.name)
+          for e in episodes]
+
+
+def _our_dataset(task: Task, transforms: Sequence[aug_lib.Transform], *, n_max: int,
+                 max_tokens: int, augment: bool, leave_two_out_topup: bool,
+                 rng: np.random.Generator) -> list[_Episode]:
+  """One colour permutation per augmented view of the whole task, each episode once."""
+  n = len(task.train)
+  views: list[tuple[aug_lib.Transform, tuple[Pair, ...]]] = []
   for i, t in enumerate(transforms):
     if i > 0:  # every augmented copy also gets its own colour permutation
       t = t.then(aug_lib.random_colour_permutation(task, rng))
     aug = aug_lib.augment_task(task.replace(test=task.train[:1]), t)
     if aug is not None:
-      views.append((t.name, aug.train))
+      views.append((t, aug.train))
 
   def specs(kind: str, index_sets) -> list[_Spec]:
     out = []
@@ -133,13 +180,70 @@ def build_ttt_dataset(task: Task, *, n_max: int = 250, max_tokens: int = 8192,
   chosen = specs("loo", leave_one_out(n))[:n_max]
   if leave_two_out_topup and len(chosen) < n_max:
     chosen += specs("l2o", leave_two_out(n))[: n_max - len(chosen)]
-  chosen = [chosen[i] for i in rng.permutation(len(chosen))]
-  examples = []
+  out = []
   for s in chosen:
-    name, pairs = views[s.view]
-    examples.append(episode_example([pairs[i] for i in s.context], pairs[s.query], loss_mode,
-                                    task.task_id, s.kind, name))
-  return examples
+    t, pairs = views[s.view]
+    out.append(_Episode(tuple(pairs[i] for i in s.context), pairs[s.query], t, s.kind))
+  return out
+
+
+def _reference_dataset(task: Task, transforms: Sequence[aug_lib.Transform], *, n_max: int,
+                       max_tokens: int, augment: bool, leave_two_out_topup: bool,
+                       rng: np.random.Generator) -> list[_Episode]:
+  """The paper code's set: leave-one-out episodes (the query alone when n == 1), topped up
+  with leave-two-out ones (the query alone when n == 2), each under every transform that keeps
+  its own grids within 30x30 plus a colour-permuted, demo-shuffled copy, deduplicated, shorter
+  than ``max_tokens``. More than ``n_max`` leave-one-out episodes: a random ``n_max`` of them;
+  none: every leave-two-out episode (uncapped, as the reference does)."""
+  views = [(t, _transformed_pairs(task.train, t)) for t in transforms]
+
+  def kept(kind: str, index_sets) -> list[_Episode]:  # the reference drops >= max_tokens
+    return [e for e in _reference_episodes(views, index_sets, kind, augment, rng)
+            if tokens.episode_num_tokens(e.demos, e.query.input, e.query.output) < max_tokens]
+
+  n = len(task.train)
+  l1 = kept("loo", leave_k_out(n, 1))
+  l2 = kept("l2o", leave_k_out(n, 2)) if leave_two_out_topup else []
+  if not l1:
+    return l2
+  if len(l1) < n_max:
+    return l1 + [l2[i] for i in rng.permutation(len(l2))[: n_max - len(l1)]]
+  return [l1[i] for i in rng.permutation(len(l1))[:n_max]]
+
+
+def _transformed_pairs(pairs: Sequence[Pair], t: aug_lib.Transform) -> list[Optional[Pair]]:
+  """Each pair under ``t``; None where a grid outgrows 30x30 (only episodes using it drop)."""
+  out: list[Optional[Pair]] = []
+  for p in pairs:
+    i, o = t(p.input), t(p.output)
+    out.append(Pair(i, o) if aug_lib.fits(i) and aug_lib.fits(o) else None)
+  return out
+
+
+def _unique(episodes: Iterable[_Episode]) -> list[_Episode]:
+  """First occurrence of every distinct episode (same grids, same demonstration order)."""
+  seen: dict[tuple, _Episode] = {}
+  for e in episodes:
+    seen.setdefault(e.key(), e)
+  return list(seen.values())
+
+
+def _reference_episodes(views, index_sets, kind: str, augment: bool,
+                        rng: np.random.Generator) -> list[_Episode]:
+  """Every episode under every view, deduplicated, and a copy of each with its own colour
+  permutation (drawn from the episode's colours; with ``augment`` only) and shuffled demos."""
+  plain = _unique(_Episode(tuple(pairs[i] for i in c), pairs[q], t, kind)
+                  for t, pairs in views for q, c in index_sets
+                  if all(pairs[i] is not None for i in (q,) + c))
+  copies = []
+  for e in plain:
+    t, demos, query = e.transform, e.demos, e.query
+    if augment:
+      colours = aug_lib.random_colour_permutation(Task("", demos, (query,)), rng)
+      demos = tuple(Pair(colours(p.input), colours(p.output)) for p in demos)
+      query, t = Pair(colours(query.input), colours(query.output)), t.then(colours)
+    copies.append(_Episode(tuple(demos[i] for i in rng.permutation(len(demos))), query, t, kind))
+  return _unique(plain + copies)
 
 
 def inference_prompt(demos: Sequence[Pair], query_input: Grid) -> np.ndarray:

@@ -25,7 +25,8 @@ class OptimConfig:
 
   ``warmup_steps`` (absolute) wins over ``warmup_frac`` (fraction of total steps) when set.
   ``accum_steps`` splits each batch into that many micro-batches whose gradients are summed
-  before one update (the batch size must divide by it).
+  before one update (the batch size must divide by it). ``clip_norm`` None or <= 0: no
+  clipping (stored as None; 0 is how a command line, which cannot say None, turns it off).
   """
   learning_rate: float = 1e-4
   warmup_frac: float = 0.1
@@ -38,12 +39,20 @@ class OptimConfig:
   clip_norm: Optional[float] = 1.0
   accum_steps: int = 1
 
+  def __post_init__(self):
+    if self.clip_norm is not None and self.clip_norm <= 0:
+      object.__setattr__(self, "clip_norm", None)
+
   def replace(self, **kw: Any) -> "OptimConfig":
     return dataclasses.replace(self, **kw)
 
 
 def ttt_optim_config(model_name: str = "", **overrides: Any) -> OptimConfig:
-  """The paper's TTT optimizer: AdamW, wd 0.01, warmup a tenth, cosine; lr 5e-5 for 1B/3B, else 1e-4."""
+  """The paper's TTT optimizer: AdamW, wd 0.01, warmup a tenth, cosine; lr 5e-5 for 1B/3B, else 1e-4.
+
+  Gradients are clipped to global norm 1 by default (the usual fine-tuning safeguard); the
+  reference code does not clip, which ``clip_norm=None`` reproduces.
+  """
   small_llama = any(s in model_name.lower() for s in ("1b", "3b"))
   cfg = OptimConfig(learning_rate=5e-5 if small_llama else 1e-4, warmup_frac=0.1,
                     weight_decay=0.01, clip_norm=1.0)

@@ -53,6 +53,7 @@ class TTTConfig:
   seed: int = 0
   shared_adapter: bool = False
   log_every: int = 20
+  data_mode: str = "ours"  # "reference": the paper code's TTT set (ttt_jax.data.loo)
 
   def replace(self, **kw: Any) -> "TTTConfig":
     return dataclasses.replace(self, **kw)
@@ -67,7 +68,7 @@ def build_datasets(tasks: Sequence[Task], tcfg: TTTConfig) -> dict[str, list]:
   from ttt_jax.data import loo  # pylint: disable=g-import-not-at-top
   return {t.task_id: loo.build_ttt_dataset(t, n_max=tcfg.n_max, max_tokens=tcfg.max_tokens,
                                            loss_mode=tcfg.loss_mode, augment=tcfg.augment,
-                                           seed=tcfg.seed) for t in tasks}
+                                           seed=tcfg.seed, mode=tcfg.data_mode) for t in tasks}
 
 
 def init_adapter(mcfg: Any, lcfg: Any, task_id: str, seed: int) -> PyTree:
@@ -233,7 +234,10 @@ def run_ttt_from_config(cfg: Any) -> dict:
   loaded, mcfg = checkpoint.load_base_model(cfg.params, cfg.model,
                                             dict(cfg.get("model_overrides", {}) or {}))
   lcfg = lora.LoraConfig(rank=cfg.lora.rank, alpha=cfg.lora.alpha, targets=tuple(cfg.lora.targets))
-  ocfg = ttt_optim_config(mcfg.name, **{k: v for k, v in dict(cfg.optim).items() if v is not None})
+  optim_kw = dict(cfg.optim)
+  if optim_kw.get("learning_rate") is None:  # None: the paper's choice for the model
+    optim_kw.pop("learning_rate", None)
+  ocfg = ttt_optim_config(mcfg.name, **optim_kw)
   tcfg = TTTConfig(**dict(cfg.ttt))
   tasks, errors = arc_io.load_tasks(cfg.tasks)
   if errors:
