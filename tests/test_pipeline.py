@@ -44,6 +44,28 @@ def test_ttt_stage_passes_clip_norm_and_data_mode(tmp_path, monkeypatch):
   assert seen["ocfg"].clip_norm is None and seen["tcfg"].data_mode == "reference"
 
 
+def test_paper_preset_builds_the_reference_codes_data_views_and_vote():
+  from ttt_jax import voting
+  from ttt_jax.data import loo
+  from ttt_jax.infer import views as views_lib
+  from ttt_jax.train import ttt
+  c = pipeline_config.get_config("paper")
+  mcfg = config.get_config("llama-3.2-1b")
+  lcfg, ocfg, tcfg = pipeline.ttt_configs(c, mcfg)
+  assert set(lcfg.targets) == {"q", "v", "gate", "up", "down"} and lcfg.rank == 128
+  assert ocfg.clip_norm is None and (tcfg.n_max, tcfg.max_tokens) == (250, 8192)
+  task = io.load_tasks("dev80-small")[0][0]
+  data = ttt.build_datasets([task], tcfg)[task.task_id]
+  ref = loo.build_ttt_dataset(task, n_max=250, max_tokens=8192, augment=True, seed=c.seed,
+                              mode="reference")
+  assert [e.tokens_T.tolist() for e in data] == [e.tokens_T.tolist() for e in ref]
+  got = pipeline.views_for_test_input(task, 0, c.infer, 8192)
+  want = views_lib.make_views(task, 0, n_orders=3, max_tokens=8192, seed=c.infer.seed,
+                              scheme="reference")
+  assert [v.prompt_T.tolist() for v in got] == [v.prompt_T.tolist() for v in want]
+  assert {k: c.vote[k] for k in voting.REFERENCE} == voting.REFERENCE
+
+
 @pytest.mark.slow
 def test_pipeline_end_to_end_with_bad_and_oversized_tasks(tmp_path, tiny_model_dir):
   tasks, _ = io.load_tasks("dev80-small")

@@ -312,9 +312,8 @@ def write_outputs(out_dir: str, tasks: Sequence[Task], results: dict[str, list[d
   return summary
 
 
-def _ttt_stage(cfg: Any, tasks: Sequence[Task], params: Any, mcfg: Any, task_parallel: bool
-               ) -> tuple[Any, SavedAdapters, dict[str, str]]:
-  """Trains (or reuses) every task's adapter; returns (lora cfg, adapters, skip reasons)."""
+def ttt_configs(cfg: Any, mcfg: Any) -> tuple[Any, Any, Any]:
+  """``(LoraConfig, OptimConfig, TTTConfig)`` that the TTT stage runs with for ``cfg``."""
   from ttt_jax.model import lora as lora_lib
   from ttt_jax.train import optim, ttt
   lcfg = lora_lib.LoraConfig(rank=cfg.ttt.lora_rank, alpha=cfg.ttt.lora_alpha,
@@ -328,6 +327,14 @@ def _ttt_stage(cfg: Any, tasks: Sequence[Task], params: Any, mcfg: Any, task_par
                        min_bucket=cfg.ttt.min_bucket, seed=cfg.seed,
                        shared_adapter=cfg.ttt.shared_adapter,
                        data_mode=cfg.ttt.data_mode)
+  return lcfg, ocfg, tcfg
+
+
+def _ttt_stage(cfg: Any, tasks: Sequence[Task], params: Any, mcfg: Any, task_parallel: bool
+               ) -> tuple[Any, SavedAdapters, dict[str, str]]:
+  """Trains (or reuses) every task's adapter; returns (lora cfg, adapters, skip reasons)."""
+  from ttt_jax.train import ttt
+  lcfg, ocfg, tcfg = ttt_configs(cfg, mcfg)
   ttt.run_ttt(tasks, params, mcfg=mcfg, lcfg=lcfg, ocfg=ocfg, tcfg=tcfg, out_dir=cfg.out_dir,
               task_parallel=task_parallel)
   if task_parallel:  # every adapter is saved before anyone predicts with it
@@ -351,6 +358,8 @@ def run_pipeline(cfg: Any) -> Optional[dict]:
   from ttt_jax.parallel import multihost
   from ttt_jax.train import checkpoint
   task_parallel = multihost.process_count() > 1
+  if task_parallel:  # the first collective connects every process now, not after a long stage
+    multihost.barrier("start")
   timings: dict[str, float] = {}
   t0 = time.perf_counter()
   os.makedirs(cfg.out_dir, exist_ok=True)

@@ -3,8 +3,13 @@
 Presets, chosen after ``:`` in ``--config=experiments/configs/pipeline.py:PRESET``:
   (none)   the embedded default: the model shipped in ttt_jax/assets/default_model on a small
            dev-80 task set, sized to finish in a few minutes on a 2-core CPU;
-  paper    the paper's TTT and inference settings (rank 128, alpha 16, 2 epochs, batch 2,
-           250 examples, 8192 tokens, 2 demonstration orders) on all of dev-80;
+  paper    behaves like the paper's reference code (github.com/ekinakyurek/marc) on all of
+           dev-80: its TTT data (plain + colour-permuted copies, zero-demonstration episodes,
+           duplicates removed), LoRA rank 128 / alpha 16 on q, v, gate, up, down without
+           gradient clipping, 2 epochs of batch 2, 250 examples of up to 8192 tokens, its
+           inference views (identity x subsets x 3 orders + 5 single transformed views) and its
+           vote (3 slots per group, cross-shape row majority, pooled group). docs/reference.md
+           lists every difference from our defaults and why ours differ;
   no_ttt   the fine-tuned model with augmented inference and voting only.
 Override anything from the command line, e.g. ``--config.tasks=arc1-eval --config.ttt.epochs=1``.
 
@@ -15,6 +20,8 @@ CPU smoke run whose answers are cut at the largest demonstration output.
 """
 
 from ml_collections import config_dict
+
+from ttt_jax import voting  # numpy only
 
 
 def get_config(preset: str = "") -> config_dict.ConfigDict:
@@ -59,8 +66,13 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
   if preset == "paper":
     c.tasks = "dev80"
     c.ttt.lora_rank, c.ttt.n_max, c.ttt.max_tokens = 128, 250, 8192
+    c.ttt.lora_targets = ("q", "v", "gate", "up", "down")
+    c.ttt.clip_norm = None
+    c.ttt.data_mode = "reference"
     c.ttt.group_size, c.ttt.min_bucket = 8, 256
     c.infer.max_tokens, c.infer.group_size = 8192, 8
+    c.infer.views, c.infer.n_orders = "reference", 3
+    c.vote.update(voting.REFERENCE)
   elif preset == "no_ttt":
     c.ttt.enabled = False
   elif preset:
