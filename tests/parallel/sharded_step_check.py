@@ -30,8 +30,11 @@ def examples(rng, n):
 
 
 def close(a, b):
+  # Adam divides each gradient by its own RMS, so an element whose gradient is near zero turns
+  # reduction-order noise (sharded vs unsharded sums) into a visible update difference. 2e-4 is
+  # 2% of one lr=1e-2 update: a wrong shard or a missing reduction shows up as ~1e-2.
   jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y),
-                                                        rtol=1e-3, atol=5e-5), a, b)
+                                                        rtol=1e-3, atol=2e-4), a, b)
 
 
 def main():
