@@ -225,7 +225,8 @@ def predict_tasks(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any
         ads.append(zero if use_lora and a is None else a)
       answers = predict.decode_views(params, ads, [vs for _, _, vs in part], cfg=mcfg,
                                      lora_cfg=lcfg if use_lora else None,
-                                     max_new_tokens=max_new, max_total_tokens=context)
+                                     max_new_tokens=max_new, max_total_tokens=context,
+                                     max_rows=view_cfg.get("max_rows") or None)
       for (t, j, _), ans in zip(part, answers):
         if not done(t, j):
           _write_json_atomic(_part_path(out_dir, t.task_id, j),

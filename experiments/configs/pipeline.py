@@ -55,7 +55,11 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
       # "full" = any grid up to 30x30 (931 tokens); "demos" = the largest demonstration output
       # in either orientation, for CPU smoke runs with short contexts only (bigger answers are
       # cut off and invalid); or a number of tokens ("600").
-      answer_budget="full"))
+      answer_budget="full",
+      # Sequences (tasks x views) per compiled decoding call; more views are decoded in chunks
+      # (same tokens). Bounds the prefill's rows x heads x prompt x cache attention memory:
+      # 32 rows of a 2048-token arc-cpu context: ~1.2 GB per score tensor. 0: no limit.
+      max_rows=32))
   # Voting (ttt_jax.voting): method "hierarchical" (the paper's two-stage vote) or "flat"
   # (raw counts; takes none of the other fields). The rest are hierarchical_vote's options;
   # the defaults follow the paper's text, voting.REFERENCE lists the reference code's values.

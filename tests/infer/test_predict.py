@@ -51,6 +51,20 @@ def test_vmapped_tasks_equal_one_by_one_and_map_back():
              for k in range(2) for a, b in zip(together[k], bare[k]))
 
 
+def test_views_decoded_in_chunks_equal_one_call():
+  params = transformer.init_params(CFG, jax.random.key(0))
+  tasks = [_task(3, 2), _task(4, 3)]
+  vs = [views.make_views(tasks[0], 0, n_orders=2)[:20], views.make_views(tasks[1], 0, n_orders=1)[:6]]
+  ads = [_adapter(30), _adapter(40)]
+  kw = dict(cfg=CFG, lora_cfg=LCFG, max_new_tokens=10)
+  whole = predict.decode_views(params, ads, vs, **kw)
+  chunked = predict.decode_views(params, ads, vs, max_rows=16, **kw)  # 8 views per call
+  for k in range(2):
+    assert [a.view for a in chunked[k]] == [a.view for a in whole[k]]
+    for a, b in zip(chunked[k], whole[k]):
+      np.testing.assert_array_equal(a.tokens_N, b.tokens_N)
+
+
 def test_answers_parse_and_map_back_through_the_inverse_view():
   t = _task(3, 2)
   v = [x for x in views.make_views(t, 0) if x.transform.name == "rot90"][0]

@@ -105,14 +105,17 @@ def _generate_many(params, adapters_K, tokens_KxBxT, mask_KxBxT, *, cfg, lora_cf
 
 def decode_views(params: Any, adapters: Sequence[Any], views_per_task: Sequence[Sequence[View]],
                  *, cfg, lora_cfg, max_new_tokens: int, length_multiple: int = 128,
-                 views_multiple: int = 8, max_total_tokens: Optional[int] = None
-                 ) -> list[list[ViewAnswer]]:
+                 views_multiple: int = 8, max_total_tokens: Optional[int] = None,
+                 max_rows: Optional[int] = None) -> list[list[ViewAnswer]]:
   """Greedy answers for every view of every task, all tasks in one vmapped call.
 
   ``adapters[k]`` (a LoRA pytree, or None for the bare model) serves the views of
   task k. Prompts are padded to a multiple of ``length_multiple`` (fewer compiled
   shapes) but never past ``max_total_tokens - max_new_tokens`` (default: the model's
-  ``max_seq_len``). Returns, per task, one ``ViewAnswer`` per view in input order.
+  ``max_seq_len``). ``max_rows`` bounds the sequences (tasks x views) of one compiled call:
+  the views are then decoded in chunks, which bounds the prefill's attention memory
+  (rows x heads x prompt x cache) and gives the same tokens. Returns, per task, one
+  ``ViewAnswer`` per view in input order.
   """
   if len(adapters) != len(views_per_task):
     raise ValueError(f"{len(adapters)} adapters for {len(views_per_task)} tasks")
@@ -126,25 +129,32 @@ def decode_views(params: Any, adapters: Sequence[Any], views_per_task: Sequence[
     raise ValueError(f"a prompt of {longest} tokens leaves no room for {max_new_tokens} new "
                      f"tokens within {limit + max_new_tokens}")
   length = min(bucket(longest, length_multiple), limit)
-  n_views = bucket(max(len(views_per_task[k]) for k in live), views_multiple)
-  toks, masks = [], []
-  for k in live:
-    prompts = [v.prompt_T for v in views_per_task[k]]
-    prompts += [prompts[0]] * (n_views - len(prompts))  # padding rows, discarded below
-    t, m = left_pad(prompts, length)
-    toks.append(t)
-    masks.append(m)
   have = [adapters[k] is not None for k in live]
   if any(have) and not all(have):
     raise ValueError("either every task has an adapter or none has (use a fresh adapter, "
                      "whose B is zero, for the bare model)")
   stacked = lora.stack([adapters[k] for k in live]) if all(have) else None
-  out_KxBxN = _generate_many(params, stacked, jnp.asarray(np.stack(toks)),
-                             jnp.asarray(np.stack(masks)), cfg=cfg,
-                             lora_cfg=lora_cfg if stacked is not None else None,
-                             max_new_tokens=max_new_tokens)
-  out_KxBxN = np.asarray(jax.device_get(out_KxBxN))
-  for row, k in enumerate(live):
-    for b, v in enumerate(views_per_task[k]):
-      results[k].append(answer_from_tokens(v, out_KxBxN[row, b]))
+  n_views = bucket(max(len(views_per_task[k]) for k in live), views_multiple)
+  chunk = n_views
+  if max_rows:
+    chunk = min(n_views, max(views_multiple, max_rows // len(live) // views_multiple
+                             * views_multiple))
+  for start in range(0, n_views, chunk):
+    toks, masks = [], []
+    for k in live:
+      prompts = [v.prompt_T for v in views_per_task[k][start:start + chunk]]
+      if not prompts:  # this task has no views left: padding rows only
+        prompts = [views_per_task[k][0].prompt_T]
+      prompts += [prompts[0]] * (chunk - len(prompts))  # padding rows, discarded below
+      t, m = left_pad(prompts, length)
+      toks.append(t)
+      masks.append(m)
+    out_KxBxN = _generate_many(params, stacked, jnp.asarray(np.stack(toks)),
+                               jnp.asarray(np.stack(masks)), cfg=cfg,
+                               lora_cfg=lora_cfg if stacked is not None else None,
+                               max_new_tokens=max_new_tokens)
+    out_KxBxN = np.asarray(jax.device_get(out_KxBxN))
+    for row, k in enumerate(live):
+      for b, v in enumerate(views_per_task[k][start:start + chunk]):
+        results[k].append(answer_from_tokens(v, out_KxBxN[row, b]))
   return results
