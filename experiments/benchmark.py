@@ -536,8 +536,7 @@ def bench_decode(cfg, model_name: str, env: dict) -> list[dict]:
   gen = functools.partial(decode.generate, cfg=mcfg, lora_cfg=lcfg, max_new_tokens=N, eos_id=-1,
                           pad_id=tokens_lib.PAD)  # eos_id=-1: never stop early, like min_new_tokens on HF
   # The very prefill that generate runs (already compiled by it), timed alone to split prefill from decoding.
-  prefill = functools.partial(decode._prefill_jit, cfg=mcfg, lora_cfg=lcfg,  # pylint: disable=protected-access
-                              cache_len=int(dc.prompt_len) + N)
+  prefill = functools.partial(decode._prefill_jit, cfg=mcfg, lora_cfg=lcfg)  # pylint: disable=protected-access
   for Bv, (toks, mask) in prompts.items():
     logging.info("decode %s B=%d: ours", model_name, Bv)
     toks_d, mask_d = jnp.asarray(toks), jnp.asarray(mask)
