@@ -15,7 +15,6 @@ loop predicate stays unbatched and no per-step select copies the cache.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Optional
 
 import jax
