@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.extend import core as jax_core
 
 from ttt_jax.model import config, decode, lora, transformer
 
@@ -146,3 +147,39 @@ def test_reference_paths_are_bit_identical(params):
       params, None, toks, positions, mask)) for impl in (None, "xla", "cudnn")]
   np.testing.assert_array_equal(outs[0], outs[1])
   np.testing.assert_array_equal(outs[0], outs[2])
+
+
+def _avals(jaxpr):
+  for eqn in jaxpr.eqns:
+    for v in list(eqn.invars) + list(eqn.outvars):
+      yield v.aval
+    for sub in jax_core.jaxprs_in_params(eqn.params):
+      yield from _avals(sub)
+
+
+def test_cudnn_path_traces_under_vmap_and_grad_without_a_TxT_tensor(monkeypatch):
+  """The real cuDNN primitive, traced on CPU (its version check stubbed; nothing is lowered): its
+  batching rules accept what vmap over adapters gives them, in the TTT step and in vmapped decoding,
+  and the fused step holds no T x T mask or score tensor, which the reference step does."""
+  from jax._src.cudnn import fused_attention_stablehlo  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(fused_attention_stablehlo, "check_cudnn_version", lambda: 91000)
+  K, B, T = 3, 2, 24  # T differs from every model dimension
+  bf16 = CFG.replace(dtype="bfloat16")
+  params = jax.eval_shape(lambda k: transformer.init_params(bf16, k), jax.random.key(0))
+  adapter = jax.eval_shape(lambda k: lora.init_lora(bf16, LCFG, k), jax.random.key(0))
+  adapters_K = jax.tree.map(lambda x: jax.ShapeDtypeStruct((K,) + x.shape, x.dtype), adapter)
+  toks, mask = jax.ShapeDtypeStruct((K, B, T), jnp.int32), jax.ShapeDtypeStruct((K, B, T), bool)
+
+  def ttt_grads(cfg):
+    loss = lambda a, p, t, m: _loss(p, a, t, m, transformer.positions_from_mask(m), cfg)[0]
+    return jax.make_jaxpr(jax.vmap(jax.grad(loss), in_axes=(0, None, 0, 0)))(adapters_K, params, toks, mask).jaxpr
+
+  fused, ref = ttt_grads(bf16.replace(attention_impl="cudnn")), ttt_grads(bf16)
+  assert "dot_product_attention_fwd" in str(fused) and "dot_product_attention_bwd" in str(fused)
+  assert "dot_product_attention" not in str(ref)
+  square = lambda jaxpr: [a for a in _avals(jaxpr) if getattr(a, "shape", ())[-2:] == (T, T)]
+  assert not square(fused) and square(ref)
+  gen = functools.partial(decode.generate, cfg=bf16.replace(attention_impl="cudnn"), lora_cfg=LCFG,
+                          max_new_tokens=4, eos_id=3, pad_id=PAD)
+  decoding = jax.make_jaxpr(jax.vmap(gen, in_axes=(None, 0, 0, 0)))(params, adapters_K, toks, mask)
+  assert "dot_product_attention_fwd" in str(decoding)  # the prefill; decode steps use the XLA path
