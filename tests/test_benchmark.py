@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from experiments import benchmark as bm
+from experiments.bench import decode as bench_decode
+from experiments.bench import harness, hf_torch, models
 from experiments.configs import benchmark as bench_config
 from ttt_jax.model import config as config_lib
 from ttt_jax.model import lora as lora_lib
@@ -88,13 +90,13 @@ def test_hf_peft_model_from_our_weights_gives_our_logits():
                               rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                             "high_freq_factor": 4.0, "original_max_position_embeddings": 16})
   lcfg = lora_lib.LoraConfig(rank=4, alpha=8.0, targets=("q", "k", "v", "o", "gate", "up", "down"))
-  toks, mask = bm.decode_prompts(cfg.vocab_size, 3, 40, 10, seed=0)  # left padded
+  toks, mask = bench_decode.decode_prompts(cfg.vocab_size, 3, 40, 10, seed=0)  # left padded
   positions = np.asarray(transformer.positions_from_mask(jnp.asarray(mask)))
   params = transformer.init_params(cfg, jax.random.key(0))
   params = jax.tree.map(lambda x: x + 0.1 * (x.ndim == 1), params)  # norms away from 1
-  adapter = bm.trained_like_adapter(cfg, lcfg, jax.random.key(1))
-  model = bm.build_hf_model(cfg, params, lcfg=lcfg, adapter=adapter)
-  assert bm.hf_param_counts(model) == (transformer.count_params(params), lora_lib.count_params(adapter))
+  adapter = bench_decode.trained_like_adapter(cfg, lcfg, jax.random.key(1))
+  model = hf_torch.build_hf_model(cfg, params, lcfg=lcfg, adapter=adapter)
+  assert hf_torch.hf_param_counts(model) == (transformer.count_params(params), lora_lib.count_params(adapter))
   fwd = jax.jit(lambda p, a, cfg=cfg: transformer.forward(p, a, toks, positions, mask, cfg=cfg, lora_cfg=lcfg))
   ours, ours_base = fwd(params, adapter), fwd(params, jax.tree.map(jnp.zeros_like, adapter))
   with torch.no_grad():
@@ -110,34 +112,35 @@ def test_gpu_preset_models_have_hf_equal_parameter_counts():
   import peft  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
   cfg = bench_config.get_config("gpu")
-  lcfg = bm.lora_config(cfg)
+  lcfg = models.lora_config(cfg)
   for name in sorted(set(cfg.lora.models) | {cfg.multitask.model}):
-    mcfg = bm.model_config(name, cfg, param_dtype=cfg.lora_base_param_dtype)
+    mcfg = models.model_config(name, cfg, param_dtype=cfg.lora_base_param_dtype)
     params = jax.eval_shape(lambda k, mcfg=mcfg: transformer.init_params(mcfg, k), jax.random.key(0))
     adapter = jax.eval_shape(lambda k, mcfg=mcfg: lora_lib.init_lora(mcfg, lcfg, k), jax.random.key(0))
     with torch.device("meta"):
-      model = peft.get_peft_model(transformers.LlamaForCausalLM(bm.hf_llama_config(mcfg)), bm.peft_lora_config(lcfg))
-    assert bm.hf_param_counts(model) == (transformer.count_params(params), lora_lib.count_params(adapter)), name
+      model = peft.get_peft_model(transformers.LlamaForCausalLM(hf_torch.hf_llama_config(mcfg)),
+                                  hf_torch.peft_lora_config(lcfg))
+    assert hf_torch.hf_param_counts(model) == (transformer.count_params(params), lora_lib.count_params(adapter)), name
 
 
 def test_decode_roofline_counts_weights_adapter_and_live_cache():
   mcfg = config_lib.get_config("tiny", dtype="float32")
   params = jax.eval_shape(lambda k: transformer.init_params(mcfg, k), jax.random.key(0))
   lens = np.array([10, 20])
-  tok_s, bytes_step = bm.decode_roofline_tok_s(params, None, mcfg, lens, new_tokens=5, bandwidth=1e9)
+  tok_s, bytes_step = bench_decode.decode_roofline_tok_s(params, None, mcfg, lens, new_tokens=5, bandwidth=1e9)
   weights = 4 * (transformer.count_params(params) - mcfg.vocab_size * mcfg.dim)  # untied: embedding not read
   kv = 2 * mcfg.n_layers * mcfg.kv_dim * 4 * 2 * (15 + 2)  # 2 sequences, mean context 15 + (5-1)/2
   assert bytes_step == weights + kv
   assert tok_s == pytest.approx(2 * 1e9 / bytes_step)
-  assert bm.decode_roofline_tok_s(params, None, mcfg, lens, 5, None)[0] is None
+  assert bench_decode.decode_roofline_tok_s(params, None, mcfg, lens, 5, None)[0] is None
 
 
 def test_device_tables():
   dev = lambda kind: types.SimpleNamespace(device_kind=kind)
-  assert bm.hbm_bandwidth_per_device(dev("NVIDIA H100 80GB HBM3")) == 3.35e12
-  assert bm.hbm_bandwidth_per_device(dev("NVIDIA H100 PCIe")) == 2.0e12
-  assert bm.hbm_bandwidth_per_device(dev("NVIDIA H200")) == 4.8e12
-  assert bm.hbm_bandwidth_per_device(dev("cpu")) is None
+  assert harness.hbm_bandwidth_per_device(dev("NVIDIA H100 80GB HBM3")) == 3.35e12
+  assert harness.hbm_bandwidth_per_device(dev("NVIDIA H100 PCIe")) == 2.0e12
+  assert harness.hbm_bandwidth_per_device(dev("NVIDIA H200")) == 4.8e12
+  assert harness.hbm_bandwidth_per_device(dev("cpu")) is None
 
 
 def test_bad_config_is_rejected():
@@ -156,6 +159,26 @@ def test_median_seconds_skips_warmup_and_takes_the_median():
   calls = []
   # A scripted clock: the timed calls take 5, 1 and 3 units; warm-up calls read no clock at all.
   ticks = iter([0.0, 5.0, 10.0, 11.0, 20.0, 23.0])
-  median, first = bm.median_seconds(lambda: calls.append(1) or len(calls), lambda x: x,
+  median, first = harness.median_seconds(lambda: calls.append(1) or len(calls), lambda x: x,
                                      warmup=2, iters=3, clock=lambda: next(ticks))
   assert len(calls) == 5 and first == 1 and median == 3.0
+
+
+def test_smoke_pipeline_measures_cold_and_warm_tasks_per_minute(smoke):
+  cfg, rows, md, _ = smoke
+  runs = [r for r in rows if r["measurement"] == "pipeline"]
+  assert [r["run"] for r in runs] == ["cold"] + ["warm"] * (cfg.pipeline.repeats - 1)
+  for r in runs:
+    assert r["n_tasks"] == 2 and r["scored"] == 2 and r["views"] > 0
+    assert _positive(r["ttt_tasks_min"]) and _positive(r["predict_tasks_min"])
+    assert r["ttt_tasks_min"] == pytest.approx(60 * r["n_tasks"] / r["ttt_s"])
+  assert "### 5. Whole pipeline" in md and "`dev80-small:2` (2 tasks)" in md
+
+
+def test_profiled_traces_only_the_chosen_measurement(tmp_path):
+  cfg = types.SimpleNamespace(profile_dir=str(tmp_path), profile_what="decode")
+  for what in ("decode", "lora"):
+    with harness.profiled(cfg, what, what):
+      jax.block_until_ready(jnp.ones(3) + 1)
+  traced = {p.parts[len(tmp_path.parts)] for p in tmp_path.rglob("*.xplane.pb")}
+  assert traced == {"decode"}

@@ -2,10 +2,13 @@
 ``benchmark.py:smoke`` (tiny model, float32, a few seconds on CPU; what CI runs).
 
 Every measurement can be switched off (``--config.lora.enabled=False``) or resized from the command
-line, e.g. ``--config.lora.seq_lens=2048,4096 --config.decode.batch_sizes=48``.
+line, e.g. ``--config.lora.seq_lens=2048,4096 --config.decode.batch_sizes=48``; the fused attention
+is ``--config.model_overrides.attention_impl=cudnn``.
 """
 
 from ml_collections import config_dict
+
+from experiments.configs import pipeline as pipeline_config
 
 
 def get_config(preset: str = "gpu") -> config_dict.ConfigDict:
@@ -19,7 +22,7 @@ def get_config(preset: str = "gpu") -> config_dict.ConfigDict:
   c.hf = True  # also time HF transformers + peft (torch) on the same device
   # Applied to every model preset: bf16 activations; the frozen base of LoRA runs in bf16 too
   # (``lora_base_param_dtype``), full fine-tuning keeps float32 master weights (mixed precision).
-  c.model_overrides = config_dict.ConfigDict(dict(dtype="bfloat16"))
+  c.model_overrides = config_dict.ConfigDict(dict(dtype="bfloat16", attention_impl=config_dict.placeholder(str)))
   c.lora_base_param_dtype = "bfloat16"
   c.lora_cfg = config_dict.ConfigDict(dict(rank=64, alpha=16.0, targets=("q", "v", "o", "gate", "up", "down")))
   # 0: look the device up in the tables of experiments/benchmark.py (CPU has none: columns say n/a).
@@ -28,7 +31,7 @@ def get_config(preset: str = "gpu") -> config_dict.ConfigDict:
   c.benchmarks_md = "BENCHMARKS.md"  # section appended here ("" to skip)
   c.json_out = "runs/benchmark/benchmarks.json"  # rows of this run ("" to skip)
   c.profile_dir = ""  # when set, jax.profiler.trace around the timed region of `profile_what`
-  c.profile_what = "lora"  # lora | full | multitask | decode
+  c.profile_what = "lora"  # lora | full | multitask | decode | pipeline
   c.compiler_options = config_dict.ConfigDict()  # XLA options for the jitted train steps (smoke: fast compiles)
 
   # 1. The TTT step: one LoRA AdamW update, ours vs HF + peft.
@@ -43,13 +46,18 @@ def get_config(preset: str = "gpu") -> config_dict.ConfigDict:
   # 4. Augmented decoding of one task's views (greedy, with its adapter), ours vs HF generate.
   c.decode = config_dict.ConfigDict(dict(enabled=True, models=("llama-3.2-1b", "arc-small"),
                                          batch_sizes=(24, 48), prompt_len=2048, prompt_len_spread=64,
-                                         new_tokens=300, param_dtype="bfloat16", with_lora=True))
+                                         new_tokens=300, param_dtype="bfloat16", with_lora=True,
+                                         chunk=0))  # decode steps per compiled loop; 0: decode.default_chunk
+  # 5. The whole pipeline (experiments/configs/pipeline.py, default: the embedded model on a small task
+  # set): TTT and prediction tasks per minute, a cold run (compiling) then warm ones.
+  c.pipeline = config_dict.ConfigDict(dict(enabled=True, repeats=2, config=pipeline_config.get_config("")))
 
   if preset == "smoke":
     c.label = "CPU smoke (not a performance figure)"
     c.warmup = 1
     c.iters = 3
-    c.model_overrides = config_dict.ConfigDict(dict(dtype="float32", max_seq_len=512))
+    c.model_overrides = config_dict.ConfigDict(dict(dtype="float32", max_seq_len=512,
+                                                    attention_impl=config_dict.placeholder(str)))
     c.lora_base_param_dtype = "float32"
     c.lora_cfg.rank = 8
     c.lora.models = ("tiny",)
@@ -68,6 +76,10 @@ def get_config(preset: str = "gpu") -> config_dict.ConfigDict:
     c.decode.prompt_len_spread = 8
     c.decode.new_tokens = 16
     c.decode.param_dtype = "float32"
+    c.pipeline.config.tasks = "dev80-small:2"
+    c.pipeline.config.ttt.epochs = 1
+    c.pipeline.config.ttt.n_max = 4
+    c.pipeline.config.infer.n_orders = 1
     # Halves CPU compile time of the train steps; the smoke proves the code paths, not speed.
     c.compiler_options = config_dict.ConfigDict(dict(xla_backend_optimization_level=0,
                                                      xla_llvm_disable_expensive_passes=True))

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.extend import core as jax_core
 
 from ttt_jax.model import config, decode, lora, transformer
 
@@ -125,3 +126,120 @@ def test_generate_rejects_bad_arguments(params):
     _gen(params, None, toks, mask, eos_id=1, temperature=1.0)
   with pytest.raises(ValueError, match="max_seq_len"):
     decode.generate(params, None, toks, mask, cfg=CFG, max_new_tokens=CFG.max_seq_len, eos_id=1, pad_id=PAD)
+
+
+# ----- chunked decoding: each step reads only the live cache, rounded up to its chunk -----
+
+@pytest.mark.parametrize("T,n,chunk", [(8, 6, 2), (37, 20, 6), (5, 931, 117), (3, 2, 64), (4, 1, 3)])
+def test_chunk_schedule_reads_live_slots_rounded_up_to_the_chunk(T, n, chunk):
+  schedule = decode.chunk_schedule(T, n, chunk)
+  steps = [i for first, end, _ in schedule for i in range(first, end)]
+  assert steps == list(range(1, n))  # every decode step once, in order
+  for first, end, cache_len in schedule:
+    assert end - first <= chunk
+    for i in range(first, end):
+      live = T + i  # the prompt plus tokens 0..i-1, the last one written by this step
+      assert live <= cache_len < live + chunk
+      assert cache_len == T + min(1 + ((i - 1) // chunk + 1) * chunk, n) - 1  # rounded up to the chunk grid
+  assert not schedule or schedule[-1][2] == T + n - 1  # never more than the old T + n slots
+
+
+def test_default_chunk_bounds_the_number_of_compiled_loops():
+  for n in (1, 2, 16, 300, 931, 5000):
+    assert len(decode.chunk_schedule(10, n, decode.default_chunk(n))) <= decode.DEFAULT_MAX_CHUNKS
+    assert decode.default_chunk(n) >= decode.MIN_CHUNK
+
+
+def _leaves_dims(jaxpr) -> set[int]:
+  """Every dimension of every value in a jaxpr and its sub-jaxprs."""
+  dims = set()
+  for eqn in jaxpr.eqns:
+    for v in list(eqn.invars) + list(eqn.outvars):
+      dims.update(getattr(v.aval, "shape", ()))
+    for sub in jax_core.jaxprs_in_params(eqn.params):
+      dims |= _leaves_dims(sub)
+  return dims
+
+
+def _while_eqns(jaxpr):
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "while":
+      yield eqn
+    else:
+      for sub in jax_core.jaxprs_in_params(eqn.params):
+        yield from _while_eqns(sub)
+
+
+def test_each_chunk_loop_traces_only_its_cache_length(params):
+  """The traced loop bodies: chunk c touches a cache of its own length and no longer one."""
+  T, n, chunk = 37, 20, 6  # cache lengths 43, 49, 55, 56: distinct from every model dimension
+  lens = [c for _, _, c in decode.chunk_schedule(T, n, chunk)]
+  toks, mask = _left_pad(_prompts(4, lengths=(30, 37)), T=T)
+  logits, cache = decode.prefill(params, None, toks, mask, cfg=CFG)
+  assert cache["k"].shape[2] == T
+  loop = functools.partial(decode.decode_loop, cfg=CFG, max_new_tokens=n, eos_id=-1, pad_id=PAD, chunk=chunk)
+  jaxpr = jax.make_jaxpr(loop)(params, None, cache, logits, mask.sum(1), jax.random.key(0)).jaxpr
+  loops = list(_while_eqns(jaxpr))
+  assert len(loops) == len(lens) == 4
+  for eqn, length in zip(loops, lens):
+    body_dims = _leaves_dims(eqn.params["body_jaxpr"].jaxpr)
+    assert body_dims & set(lens + [T + n]) == {length}, (length, body_dims & set(lens))
+  assert CFG.dim not in lens and CFG.ffn_dim not in lens and CFG.vocab_size not in lens
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 4])
+def test_chunked_greedy_equals_full_recomputation_with_padding_and_eos(params, chunk):
+  adapter = _adapter(1)
+  seqs = _prompts(0)
+  toks, mask = _left_pad(seqs, T=9)  # every row padded
+  free = np.asarray(_gen(params, adapter, toks, mask, eos_id=-1, chunk=chunk))
+  np.testing.assert_array_equal(free, _reference_greedy(params, adapter, seqs, eos_id=-1))
+  eos = int(free[1, 3])  # sequence 1 emits it at step 3 (in a later chunk): it must stop there
+  got = np.asarray(_gen(params, adapter, toks, mask, eos_id=eos, chunk=chunk))
+  np.testing.assert_array_equal(got, _reference_greedy(params, adapter, seqs, eos_id=eos))
+
+
+def test_chunking_does_not_change_sampled_tokens(params):
+  toks, mask = _left_pad(_prompts(2, lengths=(4, 6, 5)))
+  kw = dict(eos_id=-1, temperature=2.0, rng=jax.random.key(3))
+  one = np.asarray(_gen(params, None, toks, mask, chunk=N, **kw))
+  np.testing.assert_array_equal(np.asarray(_gen(params, None, toks, mask, chunk=2, **kw)), one)
+
+
+def test_vmapped_chunked_decode_stops_on_one_unbatched_predicate(params):
+  """Under vmap over adapters the loops keep a scalar predicate (no per-step select of the
+  cache), and the tokens (with EOS stops inside later chunks) equal decoding one by one."""
+  K = 3
+  adapters = [_adapter(30 + k) for k in range(K)]
+  batches = [_left_pad(_prompts(40 + k), T=8) for k in range(K)]
+  gen = functools.partial(decode.generate, cfg=CFG, lora_cfg=LCFG, max_new_tokens=N, eos_id=-1, pad_id=PAD,
+                          chunk=2)
+  eos = int(np.asarray(gen(params, adapters[0], *batches[0]))[0, 2])
+  gen = functools.partial(gen, eos_id=eos)
+  args = (params, lora.stack(adapters), jnp.stack([b[0] for b in batches]), jnp.stack([b[1] for b in batches]))
+  vmapped = np.asarray(jax.vmap(gen, in_axes=(None, 0, 0, 0))(*args))
+  for k in range(K):
+    np.testing.assert_array_equal(vmapped[k], np.asarray(gen(params, adapters[k], *batches[k])))
+  assert (vmapped == PAD).any()
+  jaxpr = jax.make_jaxpr(jax.vmap(lambda a, t, m: decode.decode_loop(
+      params, a, *decode.prefill(params, a, t, m, cfg=CFG, lora_cfg=LCFG)[::-1], m.sum(1), jax.random.key(0),
+      cfg=CFG, lora_cfg=LCFG, max_new_tokens=N, eos_id=eos, pad_id=PAD, chunk=2)))(*args[1:]).jaxpr
+  loops = list(_while_eqns(jaxpr))
+  assert len(loops) == 3
+  for eqn in loops:
+    assert eqn.params["cond_jaxpr"].out_avals[0].shape == ()
+
+
+def test_grow_cache_keeps_contents_and_grid_state():
+  cfg = CFG.replace(grid_positions=True)
+  cache = transformer.init_cache(cfg, 2, 3)
+  cache = dict(cache, k=cache["k"] + 1.0, valid=cache["valid"].at[:, 1:].set(True), index=jnp.int32(3),
+               grid=cache["grid"] + 2)
+  grown = decode.grow_cache(cache, 5)
+  assert grown["k"].shape[2] == grown["v"].shape[2] == grown["valid"].shape[1] == 5
+  np.testing.assert_array_equal(grown["k"][:, :, :3], cache["k"])
+  assert not np.asarray(grown["k"][:, :, 3:]).any() and not np.asarray(grown["valid"][:, 3:]).any()
+  np.testing.assert_array_equal(grown["valid"][:, :3], cache["valid"])
+  assert int(grown["index"]) == 3 and np.array_equal(grown["grid"], cache["grid"])
+  with pytest.raises(ValueError, match="shrink"):
+    decode.grow_cache(cache, 2)

@@ -179,3 +179,12 @@ def test_model_directory_records_the_option_and_export_refuses(tmp_path, params)
     hf.export_peft_adapter(_adapter(1), LCFG, CFG, str(tmp_path / "peft"))
   with pytest.raises(ValueError, match="compact ARC vocabulary"):
     config.get_config("llama-3.2-1b", grid_positions=True)
+
+
+def test_chunked_decoding_carries_the_grid_state(params):
+  """Chunks grow the cache between loops; the grid state rides along, so tokens do not change."""
+  adapter = _adapter(3)
+  toks, mask = _prompts((1, 2, 1), seed=0)
+  chunked = decode.generate(params, adapter, toks, mask, cfg=CFG, lora_cfg=LCFG, max_new_tokens=N,
+                            eos_id=-1, pad_id=tokens.PAD, chunk=5)
+  np.testing.assert_array_equal(np.asarray(chunked), np.asarray(_gen(params, adapter, toks, mask)))

@@ -35,7 +35,13 @@ class ModelConfig:
   dtype: str = "bfloat16"  # activations / matmul inputs
   param_dtype: str = "float32"  # parameters as created by init_params
   remat: bool = False  # recompute each layer in the backward pass
-  attention_impl: Optional[str] = None  # jax.nn.dot_product_attention: None/"xla" or "cudnn"
+  # None/"xla": jax.nn.dot_product_attention with an explicit Bx1xTxS mask (XLA; scores are
+  # materialised). "cudnn": cuDNN flash attention with is_causal + per-row lengths, no mask or
+  # scores, for training and for prefill into a fresh cache (rows must hold one contiguous run
+  # of real tokens: right or left padding). It falls back to the XLA path for single-token
+  # decode steps and chunks written into a non-empty cache, and for float32 or a head_dim not a
+  # multiple of 8 up to 128. See ttt_jax.model.transformer.uses_fused_attention.
+  attention_impl: Optional[str] = None
   init_std: float = 0.02
   # Learned row/column/role embeddings derived from the compact-vocabulary token stream
   # (ttt_jax.model.grid_positions), added to the token embedding; RoPE stays 1-D. Not a

@@ -2,15 +2,19 @@
 
 Prompts are left-padded, so every sequence's next token goes to the same cache
 slot while its RoPE position counts only its real tokens. ``prefill`` and the
-decode loop (``lax.while_loop``, stopping when every sequence has emitted EOS)
-are jitted separately; the loop donates the cache on accelerators so it is
-updated in place. Everything is a pure function of arrays, so ``jax.vmap`` over
-a stacked adapter (and per-adapter prompts) decodes many adapters at once.
+decode loop are jitted separately; the loop donates the cache on accelerators.
+
+A decode step reads only the live part of the cache, rounded up to a chunk: the
+steps run in chunks (``chunk_schedule``), each a ``lax.while_loop`` over a cache
+exactly as long as its last step needs, grown (one copy) between chunks. Every
+shape stays static, so ``jax.vmap`` over a stacked adapter (and per-adapter
+prompts) decodes many adapters at once. The loops stop when every sequence has
+emitted EOS; under vmap that test spans all adapters (``_all_done``), so the
+loop predicate stays unbatched and no per-step select copies the cache.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Optional
 
 import jax
@@ -20,11 +24,59 @@ from ttt_jax.model import transformer
 from ttt_jax.model.config import ModelConfig
 
 
+DEFAULT_MAX_CHUNKS = 8  # compiled loop bodies per generate call
+MIN_CHUNK = 64  # steps: a chunk boundary copies the cache once
+
+
+def default_chunk(max_new_tokens: int) -> int:
+  """Steps per chunk: at most ``DEFAULT_MAX_CHUNKS`` chunks, none shorter than ``MIN_CHUNK``."""
+  return max(MIN_CHUNK, -(-(max_new_tokens - 1) // DEFAULT_MAX_CHUNKS))
+
+
+def chunk_schedule(prompt_len: int, max_new_tokens: int, chunk: int) -> tuple[tuple[int, int, int], ...]:
+  """Static ``(first_step, end_step, cache_len)`` of each chunk of decode steps.
+
+  Token 0 comes from the prefill; step ``i`` (1 <= i < max_new_tokens) writes token ``i - 1`` at
+  slot ``prompt_len + i - 1`` and samples token ``i``, so it needs ``prompt_len + i`` live slots.
+  A chunk's cache is as long as its last step needs: no step reads ``chunk`` or more idle slots.
+  """
+  if chunk < 1:
+    raise ValueError(f"chunk_schedule: chunk must be positive, got {chunk}")
+  return tuple((s, min(s + chunk, max_new_tokens), prompt_len + min(s + chunk, max_new_tokens) - 1)
+               for s in range(1, max_new_tokens, chunk))
+
+
+def grow_cache(cache: transformer.Cache, length: int) -> transformer.Cache:
+  """The cache with empty (invalid) slots appended up to ``length``."""
+  extra = length - cache["valid"].shape[1]
+  if extra < 0:
+    raise ValueError(f"grow_cache: cannot shrink a cache of {cache['valid'].shape[1]} slots to {length}")
+  pad_kv = ((0, 0), (0, 0), (0, extra), (0, 0), (0, 0))
+  return dict(cache, k=jnp.pad(cache["k"], pad_kv), v=jnp.pad(cache["v"], pad_kv),
+              valid=jnp.pad(cache["valid"], ((0, 0), (0, extra))))
+
+
+@jax.custom_batching.custom_vmap
+def _all_done(done_B: jax.Array) -> jax.Array:
+  return jnp.all(done_B)
+
+
+@_all_done.def_vmap
+def _all_done_vmap(axis_size, in_batched, done_KxB):
+  """Under vmap, "all done" spans every instance and stays unbatched: finished instances keep
+  stepping (emitting PAD), while a batched predicate would select the whole carry every step."""
+  del axis_size, in_batched
+  return _all_done(done_KxB), False
+
+
 def prefill(params, adapter, prompt_BxT, prompt_mask_BxT, *, cfg: ModelConfig, lora_cfg: Any = None,
-            cache_len: int) -> tuple[jax.Array, transformer.Cache]:
-  """Runs the left-padded prompt into a fresh cache of ``cache_len`` slots; returns (next logits_BxV, cache)."""
-  B, _ = prompt_BxT.shape
-  cache = transformer.init_cache(cfg, B, cache_len)
+            cache_len: Optional[int] = None) -> tuple[jax.Array, transformer.Cache]:
+  """Runs the left-padded prompt into a fresh cache (of the prompt's length unless ``cache_len``).
+
+  Returns (next-token logits_BxV, cache).
+  """
+  B, T = prompt_BxT.shape
+  cache = transformer.init_cache(cfg, B, T if cache_len is None else cache_len)
   positions = transformer.positions_from_mask(prompt_mask_BxT)
   logits, cache = transformer.forward_with_cache(params, adapter, prompt_BxT, positions, prompt_mask_BxT, cache,
                                                  cfg=cfg, lora_cfg=lora_cfg, last_only=True)
@@ -38,33 +90,37 @@ def _sample(logits_BxV, key, temperature: float):
 
 
 def decode_loop(params, adapter, cache, logits_BxV, prompt_len_B, rng, *, cfg: ModelConfig, lora_cfg: Any = None,
-                max_new_tokens: int, eos_id: int, pad_id: int, temperature: float = 0.0) -> jax.Array:
-  """Samples up to ``max_new_tokens`` tokens per sequence after ``prefill``; PAD after each EOS."""
+                max_new_tokens: int, eos_id: int, pad_id: int, temperature: float = 0.0,
+                chunk: Optional[int] = None) -> jax.Array:
+  """Samples up to ``max_new_tokens`` tokens per sequence after ``prefill``; PAD after each EOS.
+
+  ``cache`` holds the prompt's slots (its ``index``); chunks grow it as ``chunk_schedule`` says.
+  """
   B = logits_BxV.shape[0]
   rng, key = jax.random.split(rng)
   tok_B = _sample(logits_BxV, key, temperature)
-  out_BxN = jnp.full((B, max_new_tokens), pad_id, jnp.int32)
-  done_B = jnp.zeros((B,), bool)
+  out_BxN = jnp.full((B, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(tok_B)
+  done_B = tok_B == eos_id
 
-  def cond(carry):
-    i, _, done_B, *_ = carry
-    return (i < max_new_tokens) & ~jnp.all(done_B)
-
-  def body(carry):
+  def step(carry):
     i, tok_B, done_B, out_BxN, cache, rng = carry
-    out_BxN = jax.lax.dynamic_update_slice(out_BxN, jnp.where(done_B, pad_id, tok_B)[:, None], (0, i))
-    done_B = done_B | (tok_B == eos_id)
-    positions = (prompt_len_B + i)[:, None]
+    positions = (prompt_len_B + i - 1)[:, None]
     logits, cache = transformer.forward_with_cache(params, adapter, tok_B[:, None], positions,
                                                    jnp.ones((B, 1), bool), cache, cfg=cfg, lora_cfg=lora_cfg)
     rng, key = jax.random.split(rng)
-    return i + 1, _sample(logits[:, -1], key, temperature), done_B, out_BxN, cache, rng
+    tok_B = _sample(logits[:, -1], key, temperature)
+    out_BxN = jax.lax.dynamic_update_slice(out_BxN, jnp.where(done_B, pad_id, tok_B)[:, None], (0, i))
+    return i + 1, tok_B, done_B | (tok_B == eos_id), out_BxN, cache, rng
 
-  carry = (jnp.zeros((), jnp.int32), tok_B, done_B, out_BxN, cache, rng)
-  return jax.lax.while_loop(cond, body, carry)[3]
+  carry = (jnp.ones((), jnp.int32), tok_B, done_B, out_BxN, cache, rng)
+  prompt_slots = cache["valid"].shape[1]
+  for _, end, cache_len in chunk_schedule(prompt_slots, max_new_tokens, chunk or default_chunk(max_new_tokens)):
+    carry = carry[:4] + (grow_cache(carry[4], cache_len),) + carry[5:]
+    carry = jax.lax.while_loop(lambda c, end=end: (c[0] < end) & ~_all_done(c[2]), step, carry)
+  return carry[3]
 
 
-_STATIC = ("cfg", "lora_cfg", "max_new_tokens", "eos_id", "pad_id", "temperature")
+_STATIC = ("cfg", "lora_cfg", "max_new_tokens", "eos_id", "pad_id", "temperature", "chunk")
 _prefill_jit = jax.jit(prefill, static_argnames=("cfg", "lora_cfg", "cache_len"))
 _decode_jit = jax.jit(decode_loop, static_argnames=_STATIC)
 _decode_jit_donating = jax.jit(decode_loop, static_argnames=_STATIC, donate_argnames=("cache",))
@@ -72,10 +128,11 @@ _decode_jit_donating = jax.jit(decode_loop, static_argnames=_STATIC, donate_argn
 
 def generate(params, adapter, prompt_BxT, prompt_mask_BxT, *, cfg: ModelConfig, lora_cfg: Any = None,
              max_new_tokens: int, eos_id: int, pad_id: int, temperature: float = 0.0,
-             rng: Optional[jax.Array] = None) -> jax.Array:
+             rng: Optional[jax.Array] = None, chunk: Optional[int] = None) -> jax.Array:
   """New tokens_BxN for left-padded prompts (the last column must be real tokens); PAD after EOS.
 
-  ``temperature=0`` is greedy; otherwise ``rng`` is required. Usable under
+  ``temperature=0`` is greedy; otherwise ``rng`` is required. ``chunk``: decode steps per
+  compiled loop (None: ``default_chunk``); it changes speed, never the tokens. Usable under
   ``jax.vmap(partial(generate, cfg=..., ...), in_axes=(None, 0, 0, 0))``.
   """
   if max_new_tokens <= 0:
@@ -87,14 +144,13 @@ def generate(params, adapter, prompt_BxT, prompt_mask_BxT, *, cfg: ModelConfig, 
   if adapter is not None and lora_cfg is None:
     raise ValueError("generate: an adapter was given without its lora_cfg")
   T = prompt_BxT.shape[-1]
-  cache_len = T + max_new_tokens
-  if cache_len > cfg.max_seq_len:
+  if T + max_new_tokens > cfg.max_seq_len:
     raise ValueError(f"generate: prompt length {T} + max_new_tokens {max_new_tokens} exceeds "
                      f"cfg.max_seq_len={cfg.max_seq_len} ({cfg.name})")
   rng = jax.random.key(0) if rng is None else rng  # unused when greedy
-  logits_BxV, cache = _prefill_jit(params, adapter, prompt_BxT, prompt_mask_BxT, cfg=cfg, lora_cfg=lora_cfg,
-                                   cache_len=cache_len)
+  logits_BxV, cache = _prefill_jit(params, adapter, prompt_BxT, prompt_mask_BxT, cfg=cfg, lora_cfg=lora_cfg)
   prompt_len_B = jnp.sum(prompt_mask_BxT.astype(jnp.int32), axis=-1)
   loop = _decode_jit if jax.default_backend() == "cpu" else _decode_jit_donating  # CPU cannot donate
   return loop(params, adapter, cache, logits_BxV, prompt_len_B, rng, cfg=cfg, lora_cfg=lora_cfg,
-              max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id, temperature=float(temperature))
+              max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id, temperature=float(temperature),
+              chunk=chunk)

@@ -12,6 +12,13 @@ Padding: ``mask_BxT`` marks real tokens. Padding keys are never attended to,
 and every query may attend to itself, so no attention row is empty (no NaN for
 pad queries). With left padding and ``positions = cumsum(mask) - 1`` each
 sequence gets exactly the logits it would get alone.
+
+Attention has two forms. The reference builds that rule as an explicit
+``Bx1xTxS`` boolean mask. The fused form (``cfg.attention_impl="cudnn"``) needs
+no mask tensor: when the keys are just the chunk's own tokens (training, and
+prefill into a cache of exactly ``T`` slots) and each row's real tokens are one
+contiguous run, the rule is "causal within the run", so rows are rotated to
+start at their run and cuDNN gets ``is_causal`` plus per-row lengths.
 """
 
 from __future__ import annotations
@@ -99,12 +106,63 @@ class LoraDense(nn.Module):
     return y
 
 
+# The backend of the fused form. Tests set "xla" to check its mask-free expression on CPU.
+FUSED_BACKEND = "cudnn"
+
+
+def uses_fused_attention(cfg: ModelConfig, T: int, S: Optional[int] = None) -> bool:
+  """Static: whether a call on ``T`` tokens over ``S`` cache slots (None: no cache) runs fused.
+
+  Only self-attention within the chunk has the mask-free form: no cache (training), or a cache
+  of exactly ``T`` slots, which a chunk can only fill from slot 0 (prefill). cuDNN flash
+  attention further needs bf16/fp16 and a head_dim that is a multiple of 8, at most 128.
+  """
+  if cfg.attention_impl != "cudnn" or (S is not None and S != T):
+    return False
+  if FUSED_BACKEND != "cudnn":
+    return True
+  return cfg.dtype in ("bfloat16", "float16") and cfg.head_dim % 8 == 0 and cfg.head_dim <= 128
+
+
+def _gather_rows(x_BxTx_: jax.Array, shift_B: jax.Array) -> jax.Array:
+  T = x_BxTx_.shape[1]
+  idx_BxT = (jnp.arange(T)[None, :] + shift_B[:, None]) % T
+  return jnp.take_along_axis(x_BxTx_, idx_BxT.reshape(idx_BxT.shape + (1,) * (x_BxTx_.ndim - 2)), axis=1)
+
+
+@jax.custom_vjp
+def roll_rows(x_BxTx_: jax.Array, shift_B: jax.Array) -> jax.Array:
+  """``out[b, t] = x[b, (t + shift[b]) % T]``; its gradient is the inverse rotation, not a scatter-add."""
+  return _gather_rows(x_BxTx_, shift_B)
+
+
+roll_rows.defvjp(lambda x, shift: (_gather_rows(x, shift), shift),
+                 lambda shift, g: (_gather_rows(g, -shift), None))
+
+
+def fused_causal_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, mask_BxT, implementation: Optional[str]):
+  """Causal self-attention of one contiguous run of real tokens per row, with no mask tensor.
+
+  Rotating each row so its run starts at slot 0 turns left (or no) padding into right padding,
+  which ``is_causal`` plus ``query/key_value_seq_lengths`` express exactly. Real rows equal the
+  explicit-mask path; padding rows are zero (a row with no real token gets length 1, not 0,
+  so no backend ever normalises an empty row).
+  """
+  start_B = jnp.argmax(mask_BxT, axis=1).astype(jnp.int32)
+  len_B = jnp.maximum(jnp.sum(mask_BxT, axis=1, dtype=jnp.int32), 1)
+  q, k, v = (roll_rows(x, start_B) for x in (q_BxTxNxH, k_BxTxKxH, v_BxTxKxH))
+  out = jax.nn.dot_product_attention(q, k, v, is_causal=True, query_seq_lengths=len_B,
+                                     key_value_seq_lengths=len_B, implementation=implementation)
+  return jnp.where(mask_BxT[:, :, None, None], roll_rows(out, -start_B), 0).astype(q.dtype)
+
+
 class Attention(nn.Module):
   cfg: ModelConfig
   lora_scale: float = 1.0
 
   @nn.compact
-  def __call__(self, x_BxTxD, positions_BxT, attn_mask_Bx1xTxS, cache, layer, cache_index):
+  def __call__(self, x_BxTxD, positions_BxT, attn_mask_Bx1xTxS, fused_mask_BxT, cache, layer, cache_index):
+    """Explicit-mask attention, or the fused form when ``attn_mask_Bx1xTxS`` is None."""
     cfg = self.cfg
     B, T, _ = x_BxTxD.shape
     dense = lambda n, name: LoraDense(n, cfg, self.lora_scale, name=name)
@@ -119,10 +177,25 @@ class Attention(nn.Module):
       k_all = jax.lax.dynamic_update_slice(cache["k"][layer], k.astype(cache["k"].dtype), start)
       v_all = jax.lax.dynamic_update_slice(cache["v"][layer], v.astype(cache["v"].dtype), start)
       cache = dict(cache, k=cache["k"].at[layer].set(k_all), v=cache["v"].at[layer].set(v_all))
+      # Attend to what the cache holds; fused, the cache is exactly this chunk.
       k, v = k_all.astype(q.dtype), v_all.astype(q.dtype)
-    out = jax.nn.dot_product_attention(q, k, v, mask=attn_mask_Bx1xTxS, implementation=cfg.attention_impl)
+    if attn_mask_Bx1xTxS is None:
+      out = fused_causal_attention(q, k, v, fused_mask_BxT, FUSED_BACKEND)
+    else:
+      impl = None if cfg.attention_impl == "cudnn" else cfg.attention_impl  # cudnn's fallback is XLA
+      out = jax.nn.dot_product_attention(q, k, v, mask=attn_mask_Bx1xTxS, implementation=impl)
     out = dense(cfg.dim, "o")(out.reshape(B, T, cfg.q_dim))
     return out, cache
+
+
+def explicit_attention_mask(valid_BxS: jax.Array, index, T: int) -> jax.Array:
+  """The reference rule as a Bx1xTxS mask: valid keys up to each query's slot, plus the query itself."""
+  S = valid_BxS.shape[1]
+  q_slot_T = index + jnp.arange(T)
+  k_slot_S = jnp.arange(S)
+  causal_TxS = k_slot_S[None, :] <= q_slot_T[:, None]
+  attn_mask = (valid_BxS[:, None, :] & causal_TxS[None]) | (k_slot_S[None, :] == q_slot_T[:, None])[None]
+  return attn_mask[:, None]
 
 
 class Mlp(nn.Module):
@@ -144,10 +217,11 @@ class Block(nn.Module):
   lora_scale: float = 1.0
 
   @nn.compact
-  def __call__(self, carry, layer, positions_BxT, attn_mask_Bx1xTxS, cache_index):
+  def __call__(self, carry, layer, positions_BxT, attn_mask_Bx1xTxS, fused_mask_BxT, cache_index):
     x, cache = carry
     h, cache = Attention(self.cfg, self.lora_scale, name="attn")(
-        RMSNorm(self.cfg, name="attn_norm")(x), positions_BxT, attn_mask_Bx1xTxS, cache, layer, cache_index)
+        RMSNorm(self.cfg, name="attn_norm")(x), positions_BxT, attn_mask_Bx1xTxS, fused_mask_BxT, cache, layer,
+        cache_index)
     x = x + h
     x = x + Mlp(self.cfg, self.lora_scale, name="mlp")(RMSNorm(self.cfg, name="mlp_norm")(x))
     return (x, cache), None
@@ -182,20 +256,18 @@ class Transformer(nn.Module):
     else:
       index, S = cache["index"], cache["valid"].shape[1]
       valid_BxS = jax.lax.dynamic_update_slice(cache["valid"], mask_BxT, (0, index))
-    q_slot_T = index + jnp.arange(T)
-    k_slot_S = jnp.arange(S)
-    causal_TxS = k_slot_S[None, :] <= q_slot_T[:, None]
-    attn_mask = (valid_BxS[:, None, :] & causal_TxS[None]) | (k_slot_S[None, :] == q_slot_T[:, None])[None]
-    attn_mask = attn_mask[:, None]  # Bx1xTxS
+    attn_mask, fused_mask = None, mask_BxT
+    if not uses_fused_attention(cfg, T, None if cache is None else S):
+      attn_mask, fused_mask = explicit_attention_mask(valid_BxS, index, T), None
 
     block = Block
     if cfg.remat:
       block = nn.remat(Block, prevent_cse=False, policy=jax.checkpoint_policies.nothing_saveable)
     layers = nn.scan(block, variable_axes={"params": 0, "lora": 0}, split_rngs={"params": True},
-                     in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.n_layers)
+                     in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.n_layers)
     layer_cache = None if cache is None else {"k": cache["k"], "v": cache["v"]}
     (x, layer_cache), _ = layers(cfg, self.lora_scale, name="layers")(
-        (x, layer_cache), jnp.arange(cfg.n_layers), positions_BxT, attn_mask, index)
+        (x, layer_cache), jnp.arange(cfg.n_layers), positions_BxT, attn_mask, fused_mask, index)
     if last_only:  # prefill needs only the next-token logits; skip a BxTxV tensor
       x = x[:, -1:]
     x = RMSNorm(cfg, name="final_norm")(x)
