@@ -23,6 +23,7 @@ import json
 import math
 import os
 import signal
+import statistics
 import sys
 import threading
 import time
@@ -137,18 +138,21 @@ def plan_steps(metrics_path: str, max_minutes: float, *, overhead_s: float = 30.
                ) -> Optional[int]:
   """Total steps that end a run near its ``max_minutes`` budget at the pace measured so far.
 
-  The pace is the slope of ``elapsed_s`` over the later half of the logged steps (compiles and
-  start-up fall in the first half); ``overhead_s`` is kept back for a restart (process start,
-  restore, compiles the cache misses). None when under 8 steps carry a time.
+  The pace is the median time per step over the later half of the logged steps: start-up and
+  most compiles fall in the first half, and a median ignores the one-off compile of a rare
+  bucket that would dominate a short probe's mean. ``overhead_s`` is kept back for a restart
+  (process start, restore, compiles the cache misses). None when under 8 steps carry a time.
   """
   by_step = records_by_step(metrics_path)
   timed = [(s, by_step[s]["elapsed_s"]) for s in sorted(by_step) if "elapsed_s" in by_step[s]]
   if len(timed) < 8:
     return None
-  (s0, e0), (s1, e1) = timed[len(timed) // 2], timed[-1]
-  pace = max(e1 - e0, 1e-9) / max(s1 - s0, 1)
-  left = 60.0 * max_minutes - e1 - overhead_s
-  return s1 + max(0, int(left / pace))
+  later = timed[len(timed) // 2:]
+  pace = statistics.median((e1 - e0) / max(s1 - s0, 1)
+                           for (s0, e0), (s1, e1) in zip(later, later[1:]))
+  last_step, last_elapsed = timed[-1]
+  left = 60.0 * max_minutes - last_elapsed - overhead_s
+  return last_step + max(0, int(left / max(pace, 1e-9)))
 
 
 def over_budget(elapsed_s: float, max_minutes: float) -> bool:
