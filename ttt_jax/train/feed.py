@@ -27,6 +27,7 @@ import itertools
 import multiprocessing
 import os
 import queue
+import time
 import traceback
 from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
 
@@ -95,9 +96,11 @@ def _work(example_at: ExampleAt, start: int, worker: int, num_workers: int, chun
     for j in itertools.count(0, chunk):
       items = [example_at(start + worker + (j + i) * num_workers) for i in range(chunk)]
       if not _put(out, items, stop, parent):
-        return
+        break
   except BaseException:  # pylint: disable=broad-except
-    _put(out, _Failure(traceback.format_exc()), stop, parent)
+    if _put(out, _Failure(traceback.format_exc()), stop, parent):
+      return  # exiting flushes it to the reader, who waits for this worker
+  out.cancel_join_thread()  # stopped: exit without flushing what nobody will read
 
 
 class ParallelExamples(Iterator[Optional[Example]]):
@@ -151,8 +154,10 @@ class ParallelExamples(Iterator[Optional[Example]]):
           q.get_nowait()
       except (queue.Empty, OSError, ValueError):
         pass
+    deadline = time.monotonic() + 10
     for p in self._procs:
-      p.join(timeout=5)
+      p.join(timeout=max(0.0, deadline - time.monotonic()))
+    for p in self._procs:
       if p.is_alive():
         p.terminate()
         p.join()
