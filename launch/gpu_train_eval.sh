@@ -281,7 +281,11 @@ case "$cmd" in
   eval-no-ttt) evaluate eval_no_ttt no_ttt ;;
   eval-ttt) evaluate eval_ttt "" ;;
   collect) [[ $# -ge 3 ]] || usage; collect "$3" ;;
-  all) run_phase train && run_phase eval; status ;;
+  all)
+    rc=0
+    { run_phase train && run_phase eval; } || rc=$?
+    status
+    exit "$rc" ;;
   _phase) run_phase "$3" ;;
   *) usage ;;
 esac

@@ -34,7 +34,8 @@ def env(**extra) -> dict:
   e = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
   e.update(JAX_PLATFORMS="cpu", TTT_JAX_PYTHON=sys.executable, PYTHONPATH=ROOT,
            TRAIN_MINUTES="0.9", PROBE_MINUTES="0.45", PLAN_OVERHEAD_S="5", TRAIN_FLAGS=TINY_TRAIN,
-           EVAL_TASKS="dev80:2", EVAL_FLAGS=TINY_EVAL, **extra)
+           EVAL_TASKS="dev80:2", EVAL_FLAGS=TINY_EVAL)
+  e.update(extra)
   return e
 
 
@@ -111,3 +112,12 @@ def test_detached_training_and_both_evaluations_end_to_end(tmp_path):
   assert {"metrics.jsonl", "eval_ttt/scores.json", "eval_no_ttt/submission.json",
           "logs/train.log"} <= set(names)
   assert "no training is running" in script("stop-train", out).stdout
+
+
+def test_a_failed_training_fails_the_run_and_is_reported(tmp_path):
+  r = script("all", str(tmp_path), timeout=120, PRESET="no_such_preset", PROBE_MINUTES="0")
+  assert r.returncode != 0
+  assert "train: failed" in r.stdout and "eval: not started" in r.stdout
+  assert "unknown finetune preset" in r.stderr
+  phase, _, _, rc = (tmp_path / "logs" / "phase_times.tsv").read_text().split("\t")
+  assert phase == "train" and rc.strip() != "0"
