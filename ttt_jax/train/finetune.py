@@ -183,6 +183,18 @@ class StopSignal:
       signal.signal(signal.SIGTERM, self._previous)
 
 
+def agreed_stop(reason: Optional[str], step: int, every: int) -> Optional[str]:
+  """The stop decision every process takes. Clocks and signals differ between processes, so in
+  a multi-process run it is taken only every ``every`` steps, from all processes' reasons (the
+  first wins): no process is left waiting in a step that another has quit."""
+  from ttt_jax.parallel import multihost  # pylint: disable=g-import-not-at-top
+  if multihost.process_count() == 1:
+    return reason
+  if step % every:
+    return None
+  return next(filter(None, multihost.allgather_json(f"finetune_stop/{step}", reason)), None)
+
+
 def feed_workers(n: int) -> int:
   """``cfg.data.feed_workers``: n worker processes, or for -1 all cores but two."""
   return n if n >= 0 else max(1, (os.cpu_count() or 1) - 2)
@@ -404,8 +416,9 @@ def run_finetune(cfg: Any, *, make_stream: Optional[Callable[[int], Iterator[Tas
         if pending is not None and not flush(pending):
           break
         pending = (step, m, tokens, flops)
-        stop_reason = stop.reason or ("time_budget" if over_budget(elapsed(), max_minutes)
-                                      else None)
+        stop_reason = agreed_stop(
+            stop.reason or ("time_budget" if over_budget(elapsed(), max_minutes) else None),
+            step, cfg.log_every)
         save_now = step % cfg.checkpoint_every == 0 or step == cfg.steps or stop_reason
         eval_now = bool(eval_batches) and cfg.eval_every > 0 and step % cfg.eval_every == 0
         if save_now or eval_now:  # these read the state: finish this step first (never save NaN)
