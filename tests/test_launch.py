@@ -15,7 +15,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH = os.path.join(ROOT, "launch")
-SCRIPTS = [os.path.join(LAUNCH, n) for n in ("local.sh", "slurm.sbatch")]
+SCRIPTS = [os.path.join(LAUNCH, n) for n in ("local.sh", "slurm.sbatch", "gpu_train_eval.sh")]
 sys.path.insert(0, LAUNCH)
 import tpu_pod  # pylint: disable=g-import-not-at-top,wrong-import-position
 

@@ -1,7 +1,9 @@
 """Initial fine-tuning config. Presets: ``finetune.py`` (arc-small, full FT), ``finetune.py:quick``
 (tiny model, a couple of CPU minutes), ``finetune.py:cpu`` (the embedded default model's recipe:
 arc-cpu, about 90 minutes on 2 CPU cores, held-out generator families), ``finetune.py:lora``
-(LoRA instead of full fine-tuning).
+(LoRA instead of full fine-tuning), ``finetune.py:gpu`` (the GPU recipe: a 7.7M-parameter
+arc-cpu-design model, bf16, length-sorted batches fed by worker processes, a 15-minute wall-time
+budget; ``launch/gpu_train_eval.sh`` runs it, docs/training.md "GPU recipe" says why).
 
 Override anything from the command line, e.g. ``--config.steps=500 --config.optim.learning_rate=1e-4``.
 """
@@ -30,6 +32,10 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
   c.batch_size = 32
   c.max_tokens = 8192  # examples longer than this lose leading demonstrations (or are skipped)
   c.min_bucket = 256  # padded lengths are powers of two from here up to max_tokens
+  # > 0: batches of data.sort_window length-sorted examples, each at most this many padded
+  # tokens (batch_tokens // bucket rows) instead of batch_size examples in stream order.
+  c.batch_tokens = 0
+  c.max_minutes = 0.0  # > 0: stop after the step that crosses this much wall time (all resumes)
   c.seed = 0
   c.data = config_dict.ConfigDict(dict(
       # Weighted sources of the task stream: "generators" (procedural families) and any
@@ -40,13 +46,16 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
       num_eval_tasks=32,
       # Generator families never generated for fine-tuning: fresh tasks of them measure
       # generalisation to task types the model has never seen (experiments/generated_tasks.py).
-      exclude_families=()))
+      exclude_families=(),
+      sort_window=0,  # examples planned together when batch_tokens > 0
+      feed_workers=0))  # processes making examples (ttt_jax.train.feed); -1: all cores but two
   c.out_dir = "runs/finetune"
   c.log_every = 10
   c.eval_every = 500
   c.checkpoint_every = 500
   c.keep_checkpoints = 3
   c.async_checkpoint = True
+  c.export_on_checkpoint = False  # also write out_dir/model (meta status "partial") at each one
   c.peak_flops_per_device = 0.0  # 0: look up by device kind (MFU not logged on CPU)
   c.mesh = config_dict.ConfigDict(dict(data=-1, fsdp=1, model=1))
 
@@ -79,9 +88,32 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
     c.eval_every = 200
     c.checkpoint_every = 50
     c.async_checkpoint = False
+  elif preset == "gpu":  # one H100/H200 for ~15 minutes (docs/training.md, "GPU recipe")
+    c.model = "arc-cpu"  # the default model's design (grid positions, compact vocabulary) ...
+    c.model_overrides = config_dict.ConfigDict(dict(  # ... at 7.7M parameters: 15.3 MB in bf16
+        dim=384, n_layers=6, n_heads=6, n_kv_heads=2, head_dim=64, ffn_dim=768,
+        max_seq_len=8192, dtype="bfloat16", remat=True, name="arc-gpu"))
+    c.optim.learning_rate = 1e-3
+    c.optim.warmup_steps = 1000
+    c.optim.final_lr_frac = 0.05
+    c.steps = 32_000  # estimate (40% MFU); launch/gpu_train_eval.sh re-plans from the pace
+    c.max_minutes = 15.0
+    c.batch_size = 32  # held-out eval batches
+    c.batch_tokens = 65_536
+    c.max_tokens = 4096
+    c.min_bucket = 256
+    c.data.exclude_families = HELD_OUT_FAMILIES
+    c.data.sort_window = 1024
+    c.data.feed_workers = -1
+    c.data.num_eval_tasks = 32
+    c.out_dir = "runs/finetune_gpu"
+    c.log_every = 200
+    c.eval_every = 2000
+    c.checkpoint_every = 3000  # about every 1.5-3.5 minutes at the estimated pace
+    c.export_on_checkpoint = True
   elif preset == "lora":
     c.lora.enabled = True
     c.optim.learning_rate = 1e-4
   elif preset:
-    raise ValueError(f"unknown finetune preset {preset!r}; known: quick, cpu, lora")
+    raise ValueError(f"unknown finetune preset {preset!r}; known: quick, cpu, gpu, lora")
   return c

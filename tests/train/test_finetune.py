@@ -168,3 +168,95 @@ def test_training_history_keeps_the_last_record_of_each_step(tmp_path):
   assert h["tokens_seen"] == 32
   assert h["loss_curve"] == [[1, 3.0], [3, 1.0]]
   assert h["eval_loss_curve"] == [[2, 2.4]]
+
+
+def windowed_config(out_dir: str, steps: int = 8):
+  """Length-sorted windows of 6 examples, batches of at most 256 padded tokens."""
+  c = tiny_config(out_dir, steps)
+  c.batch_tokens = 256
+  c.data.sort_window = 6
+  return c
+
+
+def test_time_budget_and_sigterm_stop_cleanly_and_resume_like_an_uninterrupted_run(tmp_path):
+  import signal
+  kw = dict(make_stream=synthetic_stream(0), eval_examples=eval_examples())
+  full = finetune.run_finetune(windowed_config(str(tmp_path / "a")), **kw)
+  assert full["status"] == "done" and full["step"] == 8
+
+  b = str(tmp_path / "b")
+  tight = windowed_config(b)
+  tight.max_minutes = 1e-6  # used up by the first step: stop after it
+  first = finetune.run_finetune(tight, **kw)
+  assert first["status"] == "time_budget" and first["step"] == 1
+  meta = json.loads((tmp_path / "b" / "model" / "meta.json").read_text())
+  assert meta["status"] == "time_budget" and meta["steps"] == 1 and meta["planned_steps"] == 8
+  again = finetune.run_finetune(tight, **kw)  # the budget counts over resumes: no more steps
+  assert again["status"] == "time_budget" and again["step"] == 1
+
+  def sigterm_at_4(step, record):
+    if step == 4:
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  stopped = finetune.run_finetune(windowed_config(b), on_step=sigterm_at_4, **kw)
+  assert stopped["status"] == "stopped" and stopped["step"] in (4, 5)
+  ckpt = checkpoint.Checkpointer(os.path.join(b, "checkpoints"), async_save=False)
+  assert ckpt.latest_step() == stopped["step"]  # checkpointed where it stopped
+  ckpt.close()
+  assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is restored
+  done = finetune.run_finetune(windowed_config(b), **kw)
+  assert done["status"] == "done" and done["step"] == 8
+
+  a, r = losses(str(tmp_path / "a")), losses(b)
+  assert sorted(a) == sorted(r) == list(range(1, 9))
+  for s in a:
+    np.testing.assert_allclose(r[s][0], a[s][0], rtol=1e-6)
+  pa = checkpoint.load_params(str(tmp_path / "a" / "params"))
+  pb = checkpoint.load_params(os.path.join(b, "params"))
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7), pa, pb)
+  records = finetune.records_by_step(os.path.join(b, "metrics.jsonl"))
+  assert all(records[s]["elapsed_s"] > 0 for s in records)
+
+
+def test_plan_steps_fills_the_budget_at_the_measured_pace(tmp_path):
+  path = tmp_path / "metrics.jsonl"
+  # 10 s of start-up and compiles, then 0.5 s per step, and one late 4 s compile (step 15)
+  rows = [{"step": s, "loss": 1.0, "elapsed_s": 10 + 0.5 * s + (4 if s >= 15 else 0)}
+          for s in range(1, 21)]
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  # 60 s budget: 24 s used, 5 s kept back, 31 s left = 62 more steps at the median pace
+  assert finetune.plan_steps(str(path), 1.0, overhead_s=5.0) == 82
+  assert finetune.plan_steps(str(path), 0.25, overhead_s=5.0) == 20  # nothing left
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows[:5]))
+  assert finetune.plan_steps(str(path), 1.0) is None  # too few steps to measure a pace
+
+
+def test_a_model_directory_fixes_the_architecture(tmp_path):
+  from ttt_jax.model import config, store, transformer
+  mcfg = config.get_config("tiny").replace(grid_positions=True)
+  store.save_model(str(tmp_path / "m"), transformer.init_params(mcfg, jax.random.key(0)), mcfg)
+  c = finetune_config.get_config("gpu")  # 384 x 6 overrides ...
+  c.init_params = str(tmp_path / "m")
+  c.model_overrides.dtype = "float32"
+  got, _, _, params = finetune.model_setup(c)
+  assert (got.dim, got.n_layers, got.name) == (64, 2, "tiny")  # ... yield to the weights
+  assert got.dtype == "float32" and got.remat and got.max_seq_len == 8192  # runtime ones apply
+  assert params["embed"].shape == (mcfg.vocab_size, 64)
+
+
+def test_worker_processes_train_exactly_like_the_in_process_feed(tmp_path):
+  def config(out_dir, workers):
+    c = tiny_config(out_dir, steps=3)
+    c.model_overrides.max_seq_len = 512
+    c.max_tokens = 512
+    c.data.sources = "generators:1"
+    c.data.feed_workers = workers
+    return c
+
+  one = finetune.run_finetune(config(str(tmp_path / "a"), 0), eval_examples=[])
+  two = finetune.run_finetune(config(str(tmp_path / "b"), 2), eval_examples=[])
+  assert one["status"] == two["status"] == "done"
+  a, b = losses(str(tmp_path / "a")), losses(str(tmp_path / "b"))
+  assert sorted(a) == sorted(b) == [1, 2, 3]
+  for s in a:
+    assert b[s][0] == a[s][0]
