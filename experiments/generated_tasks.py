@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Sequence
-
 from absl import app, flags
 
 from ttt_jax.arc import generators
-from ttt_jax.arc.task import Task, task_to_json
+from ttt_jax.arc.task import task_to_json
 
 _OUT = flags.DEFINE_string("out", "runs/heldout_tasks", "directory to write <task id>.json into")
 _FAMILIES = flags.DEFINE_list("families", ["from_model"],
@@ -26,17 +24,6 @@ _MODEL_DIR = flags.DEFINE_string("model_dir", "", "model directory for from_mode
 _PER_FAMILY = flags.DEFINE_integer("per_family", 20, "tasks per family")
 _DIFFICULTY = flags.DEFINE_float("difficulty", 0.5, "generator difficulty in [0, 1]")
 _SEED = flags.DEFINE_integer("seed", 1_000_000, "first seed (task i of a family uses seed + i)")
-
-
-def generate_tasks(families: Sequence[str], per_family: int, difficulty: float, seed: int
-                   ) -> list[Task]:
-  """``per_family`` tasks of each family, seeds ``seed, seed+1, ...``; ids ``<family>_<i>``."""
-  out = []
-  for fam in families:
-    for i in range(per_family):
-      t = generators.generate(fam, seed + i, difficulty)
-      out.append(t.replace(task_id=f"{fam}_{i:03d}"))
-  return out
 
 
 def model_held_out_families(model_dir: str) -> list[str]:
@@ -54,7 +41,7 @@ def main(argv):
   fams = _FAMILIES.value
   if fams == ["from_model"]:
     fams = model_held_out_families(_MODEL_DIR.value)
-  tasks = generate_tasks(fams, _PER_FAMILY.value, _DIFFICULTY.value, _SEED.value)
+  tasks = generators.generate_task_set(fams, _PER_FAMILY.value, _DIFFICULTY.value, _SEED.value)
   os.makedirs(_OUT.value, exist_ok=True)
   for t in tasks:
     with open(os.path.join(_OUT.value, f"{t.task_id}.json"), "w") as f:

@@ -137,16 +137,15 @@ def test_held_out_families_are_never_generated():
 
 
 def test_generated_task_directory_loads_with_the_named_families(tmp_path):
-  from experiments import generated_tasks
-  from ttt_jax.arc import io
+  from ttt_jax.arc import generators, io
   from ttt_jax.arc.task import task_to_json
-  tasks = generated_tasks.generate_tasks(["mirror_concat", "overlay_xor"], 3, 0.5, seed=7)
+  tasks = generators.generate_task_set(["mirror_concat", "overlay_xor"], 3, 0.5, seed=7)
   for t in tasks:
     (tmp_path / f"{t.task_id}.json").write_text(json.dumps(task_to_json(t)))
   loaded, errors = io.load_tasks(str(tmp_path))
   assert not errors and sorted(t.task_id for t in loaded) == sorted(t.task_id for t in tasks)
   assert all(t.has_test_outputs for t in loaded)
-  again = generated_tasks.generate_tasks(["mirror_concat"], 3, 0.5, seed=7)  # deterministic
+  again = generators.generate_task_set(["mirror_concat"], 3, 0.5, seed=7)  # deterministic
   np.testing.assert_array_equal(again[0].train[0].input, tasks[0].train[0].input)
 
 

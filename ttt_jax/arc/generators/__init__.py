@@ -5,10 +5,10 @@ returns a verified ``ttt_jax.arc.task.Task``. See the README (Procedural task ge
 """
 
 from ttt_jax.arc.generators.core import (FAMILIES, Family, GenerationError, Retry, d4,
-                                         generate, randomise, register)
+                                         generate, generate_task_set, randomise, register)
 # Importing the theme modules registers their families.
 from ttt_jax.arc.generators import (composite, counting, drawing, geometry, logic,  # noqa: F401
                                     objects, patterns)
 
-__all__ = ["FAMILIES", "Family", "GenerationError", "Retry", "d4", "generate", "randomise",
-           "register"]
+__all__ = ["FAMILIES", "Family", "GenerationError", "Retry", "d4", "generate",
+           "generate_task_set", "randomise", "register"]

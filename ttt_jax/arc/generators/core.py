@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -210,3 +210,11 @@ def generate(family_name: str, rng: Union[np.random.Generator, int], difficulty:
     raise KeyError(f"unknown generator family {family_name!r}; "
                    f"known: {', '.join(sorted(FAMILIES))}") from None
   return fam(rng, difficulty, n_train)
+
+
+def generate_task_set(families: Sequence[str], per_family: int, difficulty: float, seed: int
+                      ) -> list[Task]:
+  """A fixed evaluation set: ``per_family`` tasks of each family from seeds ``seed, seed+1,
+  ...``, with ids ``<family>_<i>`` (what experiments/generated_tasks.py writes)."""
+  return [generate(fam, seed + i, difficulty).replace(task_id=f"{fam}_{i:03d}")
+          for fam in families for i in range(per_family)]
