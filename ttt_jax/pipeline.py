@@ -226,7 +226,8 @@ def predict_tasks(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any
       answers = predict.decode_views(params, ads, [vs for _, _, vs in part], cfg=mcfg,
                                      lora_cfg=lcfg if use_lora else None,
                                      max_new_tokens=max_new, max_total_tokens=context,
-                                     max_rows=view_cfg.get("max_rows") or None)
+                                     max_rows=view_cfg.get("max_rows") or None,
+                                     decode_chunk=view_cfg.get("decode_chunk") or None)
       for (t, j, _), ans in zip(part, answers):
         if not done(t, j):
           _write_json_atomic(_part_path(out_dir, t.task_id, j),

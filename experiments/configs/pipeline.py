@@ -59,7 +59,11 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
       # Sequences (tasks x views) per compiled decoding call; more views are decoded in chunks
       # (same tokens). Bounds the prefill's rows x heads x prompt x cache attention memory:
       # 32 rows of a 2048-token arc-cpu context: ~1.2 GB per score tensor. 0: no limit.
-      max_rows=32))
+      max_rows=32,
+      # Decode steps per KV-cache length (ttt_jax.model.decode.generate's chunk): a step reads
+      # at most this many idle cache slots; every chunk is one more loop to compile. 0: the
+      # default (the budget in at most 8 chunks).
+      decode_chunk=0))
   # Voting (ttt_jax.voting): method "hierarchical" (the paper's two-stage vote) or "flat"
   # (raw counts; takes none of the other fields). The rest are hierarchical_vote's options;
   # the defaults follow the paper's text, voting.REFERENCE lists the reference code's values.

@@ -59,10 +59,12 @@ def test_views_decoded_in_chunks_equal_one_call():
   kw = dict(cfg=CFG, lora_cfg=LCFG, max_new_tokens=10)
   whole = predict.decode_views(params, ads, vs, **kw)
   chunked = predict.decode_views(params, ads, vs, max_rows=16, **kw)  # 8 views per call
-  for k in range(2):
-    assert [a.view for a in chunked[k]] == [a.view for a in whole[k]]
-    for a, b in zip(chunked[k], whole[k]):
-      np.testing.assert_array_equal(a.tokens_N, b.tokens_N)
+  short_loops = predict.decode_views(params, ads, vs, decode_chunk=3, **kw)  # 3 steps per cache
+  for got in (chunked, short_loops):
+    for k in range(2):
+      assert [a.view for a in got[k]] == [a.view for a in whole[k]]
+      for a, b in zip(got[k], whole[k]):
+        np.testing.assert_array_equal(a.tokens_N, b.tokens_N)
 
 
 def test_answers_parse_and_map_back_through_the_inverse_view():

@@ -93,20 +93,21 @@ def answer_from_tokens(view: View, new_N: np.ndarray) -> ViewAnswer:
   return ViewAnswer(view, view.to_original(tokens.decode_answer(new_N)), new_N[:n_new])
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "lora_cfg", "max_new_tokens"))
+@functools.partial(jax.jit, static_argnames=("cfg", "lora_cfg", "max_new_tokens", "decode_chunk"))
 def _generate_many(params, adapters_K, tokens_KxBxT, mask_KxBxT, *, cfg, lora_cfg,
-                   max_new_tokens):
+                   max_new_tokens, decode_chunk=None):
   def one(adapter, tokens_BxT, mask_BxT):
     return decode.generate(params, adapter, tokens_BxT, mask_BxT, cfg=cfg, lora_cfg=lora_cfg,
                            max_new_tokens=max_new_tokens, eos_id=tokens.EOS,
-                           pad_id=tokens.PAD, temperature=0.0)
+                           pad_id=tokens.PAD, temperature=0.0, chunk=decode_chunk)
   return jax.vmap(one)(adapters_K, tokens_KxBxT, mask_KxBxT)
 
 
 def decode_views(params: Any, adapters: Sequence[Any], views_per_task: Sequence[Sequence[View]],
                  *, cfg, lora_cfg, max_new_tokens: int, length_multiple: int = 128,
                  views_multiple: int = 8, max_total_tokens: Optional[int] = None,
-                 max_rows: Optional[int] = None) -> list[list[ViewAnswer]]:
+                 max_rows: Optional[int] = None, decode_chunk: Optional[int] = None
+                 ) -> list[list[ViewAnswer]]:
   """Greedy answers for every view of every task, all tasks in one vmapped call.
 
   ``adapters[k]`` (a LoRA pytree, or None for the bare model) serves the views of
@@ -114,7 +115,8 @@ def decode_views(params: Any, adapters: Sequence[Any], views_per_task: Sequence[
   shapes) but never past ``max_total_tokens - max_new_tokens`` (default: the model's
   ``max_seq_len``). ``max_rows`` bounds the sequences (tasks x views) of one compiled call:
   the views are then decoded in chunks, which bounds the prefill's attention memory
-  (rows x heads x prompt x cache) and gives the same tokens. Returns, per task, one
+  (rows x heads x prompt x cache) and gives the same tokens. ``decode_chunk``: decode steps
+  per KV-cache length (``decode.generate``'s ``chunk``; None = its default). Returns, per task, one
   ``ViewAnswer`` per view in input order.
   """
   if len(adapters) != len(views_per_task):
@@ -135,26 +137,26 @@ def decode_views(params: Any, adapters: Sequence[Any], views_per_task: Sequence[
                      "whose B is zero, for the bare model)")
   stacked = lora.stack([adapters[k] for k in live]) if all(have) else None
   n_views = bucket(max(len(views_per_task[k]) for k in live), views_multiple)
-  chunk = n_views
+  per_call = n_views
   if max_rows:
-    chunk = min(n_views, max(views_multiple, max_rows // len(live) // views_multiple
-                             * views_multiple))
-  for start in range(0, n_views, chunk):
+    per_call = min(n_views, max(views_multiple, max_rows // len(live) // views_multiple
+                                * views_multiple))
+  for start in range(0, n_views, per_call):
     toks, masks = [], []
     for k in live:
-      prompts = [v.prompt_T for v in views_per_task[k][start:start + chunk]]
+      prompts = [v.prompt_T for v in views_per_task[k][start:start + per_call]]
       if not prompts:  # this task has no views left: padding rows only
         prompts = [views_per_task[k][0].prompt_T]
-      prompts += [prompts[0]] * (chunk - len(prompts))  # padding rows, discarded below
+      prompts += [prompts[0]] * (per_call - len(prompts))  # padding rows, discarded below
       t, m = left_pad(prompts, length)
       toks.append(t)
       masks.append(m)
     out_KxBxN = _generate_many(params, stacked, jnp.asarray(np.stack(toks)),
                                jnp.asarray(np.stack(masks)), cfg=cfg,
                                lora_cfg=lora_cfg if stacked is not None else None,
-                               max_new_tokens=max_new_tokens)
+                               max_new_tokens=max_new_tokens, decode_chunk=decode_chunk)
     out_KxBxN = np.asarray(jax.device_get(out_KxBxN))
     for row, k in enumerate(live):
-      for b, v in enumerate(views_per_task[k][start:start + chunk]):
+      for b, v in enumerate(views_per_task[k][start:start + per_call]):
         results[k].append(answer_from_tokens(v, out_KxBxN[row, b]))
   return results
