@@ -80,6 +80,7 @@ def get_config(preset: str = "gpu") -> config_dict.ConfigDict:
     c.pipeline.config.ttt.epochs = 1
     c.pipeline.config.ttt.n_max = 4
     c.pipeline.config.infer.n_orders = 1
+    c.pipeline.config.infer.answer_budget = "demos"  # the documented CPU smoke cap
     # Halves CPU compile time of the train steps; the smoke proves the code paths, not speed.
     c.compiler_options = config_dict.ConfigDict(dict(xla_backend_optimization_level=0,
                                                      xla_llvm_disable_expensive_passes=True))
