@@ -1,0 +1,99 @@
+import itertools
+import math
+
+import jax
+import numpy as np
+import pytest
+
+from ttt_jax.arc.task import make_task
+from ttt_jax.data import tokens
+from ttt_jax.infer import dfs, scoring, views
+from ttt_jax.model import config, decode, lora, transformer
+
+CFG = config.get_config("tiny", dtype="float32")
+LCFG = lora.LoraConfig(rank=4, alpha=8.0, targets=("q", "v", "down"))
+PARAMS = transformer.init_params(CFG, jax.random.key(0))
+ALLOWED = (1, 2, tokens.NL)
+MAX_NEW = 4
+
+
+def _peaked(scale):
+  """The tiny model with its output head scaled: sharper distributions, so some completions
+  are far more probable than others."""
+  p = dict(PARAMS)
+  p["lm_head"] = PARAMS["lm_head"] * scale
+  return p
+
+
+def _prompt(seed=0):
+  rng = np.random.default_rng(seed)
+  pairs = [(rng.integers(0, 10, (2, 2)), rng.integers(0, 10, (2, 2))) for _ in range(2)]
+  task = make_task("t", pairs, [(rng.integers(0, 10, (2, 2)), None)])
+  return views.make_views(task, 0, n_orders=1)[0].prompt_T
+
+
+def _brute_force(params, prompt):
+  """Every sequence of allowed tokens then EOS, up to MAX_NEW tokens, scored teacher-forced."""
+  seqs = [np.array(list(body) + [tokens.EOS], np.int32)
+          for n in range(MAX_NEW) for body in itertools.product(ALLOWED, repeat=n)]
+  scores = scoring.answer_logprobs(params, None, [prompt] * len(seqs), seqs, cfg=CFG)
+  return {tuple(s.tolist()): float(x) for s, x in zip(seqs, scores)}
+
+
+@pytest.mark.parametrize("scale", [30.0])
+def test_dfs_finds_exactly_the_brute_force_set(scale):
+  params, prompt = _peaked(scale), _prompt()
+  brute = _brute_force(params, prompt)
+  ranked = sorted(brute.values(), reverse=True)
+  # A threshold midway (in log space) between two well-separated neighbours: no borderline case.
+  gaps = [(ranked[i] - ranked[i + 1], i) for i in range(2, len(ranked) - 1)]
+  _, i = max(gaps)
+  min_prob = math.exp((ranked[i] + ranked[i + 1]) / 2)
+  want = {s: x for s, x in brute.items() if math.log(min_prob) < x}
+  assert 3 <= len(want) < len(brute)  # a real cut, with several survivors
+  got = dfs.dfs_sample(params, None, prompt, cfg=CFG, min_prob=min_prob, max_new_tokens=MAX_NEW,
+                       allowed_ids=ALLOWED, max_candidates=1000)
+  got_d = {tuple(t.tolist()): s for t, s in got}
+  assert len(got_d) == len(got) and set(got_d) == set(want)
+  keys = sorted(want)
+  np.testing.assert_allclose([got_d[k] for k in keys], [want[k] for k in keys], rtol=1e-5, atol=1e-4)
+  assert [s for _, s in got] == sorted((s for _, s in got), reverse=True)
+  assert all(t[-1] == tokens.EOS and len(t) <= MAX_NEW for t, _ in got)
+
+
+def test_dfs_bounds_on_candidates():
+  params, prompt = _peaked(30.0), _prompt()
+  got = dfs.dfs_sample(params, None, prompt, cfg=CFG, min_prob=1e-12, max_new_tokens=MAX_NEW,
+                       allowed_ids=ALLOWED, max_candidates=5)
+  assert len(got) == 5
+
+
+def _greedy(params, adapter, prompt, n):
+  out = decode.generate(params, adapter, prompt[None], np.ones((1, len(prompt)), bool), cfg=CFG,
+                        lora_cfg=LCFG if adapter is not None else None, max_new_tokens=n,
+                        eos_id=tokens.EOS, pad_id=tokens.PAD)
+  g = np.asarray(out[0])
+  return g[:int(np.argmax(g == tokens.EOS)) + 1] if (g == tokens.EOS).any() else None
+
+
+def test_greedy_path_found_when_above_threshold():
+  """Full vocabulary. A model whose head favours EOS after a few steps: its greedy path ends."""
+  prompt = _prompt(1)
+  params = _peaked(10.0)
+  params["lm_head"] = params["lm_head"].at[:, tokens.EOS].add(0.3)
+  greedy = _greedy(params, None, prompt, 6)
+  assert greedy is not None
+  logp = scoring.answer_logprobs(params, None, [prompt], [greedy], cfg=CFG)[0]
+  got = dfs.dfs_sample(params, None, prompt, cfg=CFG, min_prob=math.exp(logp) / 2,
+                       max_new_tokens=6)
+  found = {tuple(t.tolist()): s for t, s in got}
+  assert tuple(greedy.tolist()) in found
+  np.testing.assert_allclose(found[tuple(greedy.tolist())], logp, rtol=1e-5, atol=1e-4)
+  assert got[0][1] >= logp - 1e-4  # nothing found beats... at least the greedy path's score
+  # Greedy is the special case min_prob >= 0.5: at most the greedy path, and it when p > 0.5.
+  half = dfs.dfs_sample(params, None, prompt, cfg=CFG, min_prob=0.5, max_new_tokens=6)
+  assert len(half) <= 1
+  if math.exp(logp) > 0.5:
+    assert [tuple(t.tolist()) for t, _ in half] == [tuple(greedy.tolist())]
+  else:
+    assert half == []

@@ -1,0 +1,124 @@
+import jax
+import numpy as np
+
+from ttt_jax.arc.task import make_task
+from ttt_jax.data import tokens
+from ttt_jax.infer import scoring, views
+from ttt_jax.model import config, decode, lora, transformer
+
+CFG = config.get_config("tiny", dtype="float32")
+LCFG = lora.LoraConfig(rank=4, alpha=8.0, targets=("q", "v", "down"))
+PARAMS = transformer.init_params(CFG, jax.random.key(0))
+
+
+def _task(seed, side=2):
+  rng = np.random.default_rng(seed)
+  pairs = [(rng.integers(0, 10, (side, side)), rng.integers(0, 10, (side, side))) for _ in range(3)]
+  return make_task(f"t{seed}", pairs, [(rng.integers(0, 10, (side, side)), None)])
+
+
+def _adapter(seed):
+  a = lora.init_lora(CFG, LCFG, jax.random.key(seed))
+  return jax.tree_util.tree_map_with_path(
+      lambda path, x: x + 0.3 * jax.random.normal(jax.random.key(seed + 7), x.shape)
+      if "b" in jax.tree_util.keystr(path).lower() else x, a)
+
+
+def _candidates(seed, n, side=2):
+  rng = np.random.default_rng(seed)
+  return [rng.integers(0, 10, (side, side + (i % 2))) for i in range(n)]  # two shapes
+
+
+def _alone(adapter, prompt_T, answer_T):
+  """One unpadded sequence, one forward, the score summed by hand in float64."""
+  seq = np.concatenate([prompt_T, answer_T])[None]
+  mask = np.ones_like(seq, bool)
+  logits = transformer.forward(PARAMS, adapter, seq, transformer.positions_from_mask(mask), mask,
+                               cfg=CFG, lora_cfg=LCFG if adapter is not None else None)
+  logp = np.asarray(jax.nn.log_softmax(logits[0]), np.float64)
+  P = len(prompt_T)
+  return sum(logp[P + i - 1, t] for i, t in enumerate(answer_T))
+
+
+def test_poe_equals_sum_of_per_view_scores_one_by_one():
+  task, ad = _task(1), _adapter(3)
+  vs = views.make_views(task, 0, n_orders=1)[:4]
+  assert len({v.transform for v in vs}) > 1  # the views really transform the candidate
+  cands = _candidates(2, 3)
+  got = scoring.poe_scores(PARAMS, ad, vs, cands, cfg=CFG, lora_cfg=LCFG)
+  want = [sum(_alone(ad, v.prompt_T, scoring.answer_tokens(v, c)) for v in vs) for c in cands]
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+  assert np.all(got < 0)
+
+
+def test_answer_tokens_end_in_eos_in_the_view_frame():
+  v = [v for v in views.make_views(_task(1), 0, n_orders=1) if not v.transform.is_identity][0]
+  c = np.arange(6).reshape(2, 3)
+  a = scoring.answer_tokens(v, c)
+  assert a[-1] == tokens.EOS
+  assert np.array_equal(tokens.decode_answer(a), v.transform(c))
+
+
+def test_scores_follow_candidate_permutation():
+  task, ad = _task(4), _adapter(5)
+  vs = views.make_views(task, 0, n_orders=1)[:3]
+  cands = _candidates(6, 4)
+  got = scoring.poe_scores(PARAMS, ad, vs, cands, cfg=CFG, lora_cfg=LCFG)
+  perm = [2, 0, 3, 1]
+  permuted = scoring.poe_scores(PARAMS, ad, vs, [cands[i] for i in perm], cfg=CFG, lora_cfg=LCFG)
+  np.testing.assert_allclose(permuted, got[perm], rtol=1e-6, atol=1e-5)
+  assert len(set(np.round(got, 3))) == len(cands)  # distinct candidates, distinct scores
+
+
+def test_padding_does_not_change_a_score():
+  task, ad = _task(7), _adapter(8)
+  v = views.make_views(task, 0, n_orders=1)[0]
+  a = scoring.answer_tokens(v, _candidates(9, 1)[0])
+  short = scoring.answer_logprobs(PARAMS, ad, [v.prompt_T], [a], cfg=CFG, lora_cfg=LCFG,
+                                  length_multiple=1)
+  padded = scoring.answer_logprobs(PARAMS, ad, [v.prompt_T], [a], cfg=CFG, lora_cfg=LCFG,
+                                   length_multiple=len(v.prompt_T) + len(a) + 37)
+  # Batched with a much longer sequence: more padding behind this one.
+  long_prompt = np.concatenate([v.prompt_T, v.prompt_T])
+  batched = scoring.answer_logprobs(PARAMS, ad, [long_prompt, v.prompt_T], [a, a], cfg=CFG,
+                                    lora_cfg=LCFG)
+  np.testing.assert_allclose([padded[0], batched[1]], [short[0]] * 2, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(short[0], _alone(ad, v.prompt_T, a), rtol=1e-5, atol=1e-4)
+
+
+def test_vmapped_tasks_equal_one_by_one():
+  tasks = [_task(10), _task(11, side=3)]
+  ads = [_adapter(12), _adapter(13)]
+  vs = [views.make_views(tasks[0], 0, n_orders=1)[:3], views.make_views(tasks[1], 0, n_orders=1)[:2]]
+  cands = [_candidates(14, 3), _candidates(15, 2, side=3)]
+  together = scoring.poe_scores_many(PARAMS, ads, vs, cands, cfg=CFG, lora_cfg=LCFG)
+  for k in range(2):
+    alone = scoring.poe_scores(PARAMS, ads[k], vs[k], cands[k], cfg=CFG, lora_cfg=LCFG)
+    assert together[k].shape == (len(cands[k]),)
+    np.testing.assert_allclose(together[k], alone, rtol=1e-5, atol=1e-4)
+  # The adapter matters: the bare model scores differently.
+  bare = scoring.poe_scores_many(PARAMS, [None, None], vs, cands, cfg=CFG)
+  assert not np.allclose(bare[0], together[0])
+  empty = scoring.poe_scores_many(PARAMS, ads, [vs[0], []], [cands[0], []], cfg=CFG, lora_cfg=LCFG)
+  np.testing.assert_allclose(empty[0], together[0], rtol=1e-5, atol=1e-4)
+  assert empty[1].shape == (0,)
+
+
+def test_greedy_decode_scores_its_max_logprobs():
+  task, ad = _task(16), _adapter(17)
+  prompt = views.make_views(task, 0, n_orders=1)[0].prompt_T
+  n = 10
+  out = decode.generate(PARAMS, ad, prompt[None], np.ones((1, len(prompt)), bool), cfg=CFG,
+                        lora_cfg=LCFG, max_new_tokens=n, eos_id=tokens.EOS, pad_id=tokens.PAD)
+  greedy = np.asarray(out[0])
+  is_eos = greedy == tokens.EOS
+  greedy = greedy[:int(np.argmax(is_eos)) + 1] if is_eos.any() else greedy
+  score = scoring.answer_logprobs(PARAMS, ad, [prompt], [greedy], cfg=CFG, lora_cfg=LCFG)[0]
+  seq = np.concatenate([prompt, greedy])[None]
+  mask = np.ones_like(seq, bool)
+  logits = transformer.forward(PARAMS, ad, seq, transformer.positions_from_mask(mask), mask,
+                               cfg=CFG, lora_cfg=LCFG)
+  logp = np.asarray(jax.nn.log_softmax(logits[0]), np.float64)
+  P = len(prompt)
+  best = logp[P - 1:P - 1 + len(greedy)].max(axis=-1).sum()
+  np.testing.assert_allclose(score, best, rtol=1e-5, atol=1e-4)

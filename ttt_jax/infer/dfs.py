@@ -1,0 +1,116 @@
+"""Depth-first sampling: every completion whose probability stays above a threshold.
+
+After the ARChitects (arXiv 2505.07859): rather than one greedy answer per view, enumerate
+all answers with p(answer | prompt) > ``min_prob``. A prefix's probability only falls as it
+grows, so a prefix at or below the threshold is pruned with everything under it: the search
+returns exactly the sequences a brute-force enumeration would (up to the length and count
+bounds), with their model log-probabilities.
+
+A host loop over a DFS stack (a documented cost: one small device call per expanded node,
+B=1). The prompt is prefilled once into a KV cache long enough for the whole answer; each
+expansion feeds one token to ``forward_with_cache`` from its parent's cache. Caches are
+immutable arrays, so siblings share their parent's without copying; the children's caches
+are computed when their parent is expanded (kept on the device until popped).
+
+Greedy decoding is a special case: with ``min_prob >= 0.5`` at most one token per step can
+exceed the threshold and that token is the argmax, so the result is either empty or exactly
+the greedy sequence (when it ends in EOS within the bound and its probability exceeds
+``min_prob``).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ttt_jax.data import tokens
+from ttt_jax.model import decode, transformer
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "lora_cfg", "cache_len"))
+def _prefill(params, adapter, prompt_1xT, *, cfg, lora_cfg, cache_len):
+  logits_1xV, cache = decode.prefill(params, adapter, prompt_1xT, jnp.ones_like(prompt_1xT, bool),
+                                     cfg=cfg, lora_cfg=lora_cfg, cache_len=cache_len)
+  return jax.nn.log_softmax(logits_1xV[0]), cache
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "lora_cfg"))
+def _step(params, adapter, cache, token, position, *, cfg, lora_cfg):
+  """Feeds one token at ``position``: (next-token log-probs_V, the child's cache)."""
+  logits_1x1xV, cache = transformer.forward_with_cache(
+      params, adapter, jnp.reshape(token, (1, 1)).astype(jnp.int32),
+      jnp.reshape(position, (1, 1)).astype(jnp.int32), jnp.ones((1, 1), bool), cache,
+      cfg=cfg, lora_cfg=lora_cfg)
+  return jax.nn.log_softmax(logits_1x1xV[0, -1]), cache
+
+
+def dfs_sample(params, adapter, prompt_T: np.ndarray, *, cfg, lora_cfg=None, min_prob: float = 0.1,
+               max_new_tokens: int, max_candidates: int = 64, max_expansions: int = 10_000,
+               allowed_ids: Optional[Sequence[int]] = None, eos_id: int = tokens.EOS
+               ) -> list[tuple[np.ndarray, float]]:
+  """Every completion of ``prompt_T`` that ends in ``eos_id`` within ``max_new_tokens`` tokens
+  (EOS included) and has probability > ``min_prob``: ``(tokens_N, logprob)`` pairs, most
+  probable first. Log-probs are the model's own (float32 sums of log-softmax).
+
+  ``allowed_ids`` restricts the tokens explored (no renormalisation: a completion's score is
+  still its full-vocabulary probability); EOS is always allowed. The search stops early after
+  ``max_candidates`` results or ``max_expansions`` forward calls (results so far returned).
+  Children are explored most probable first, so the first result is the greedy path when
+  that qualifies.
+  """
+  if not 0.0 < min_prob < 1.0:
+    raise ValueError(f"dfs_sample: min_prob must be in (0, 1), got {min_prob}")
+  if max_new_tokens < 1:
+    raise ValueError(f"dfs_sample: max_new_tokens must be positive, got {max_new_tokens}")
+  prompt_T = np.asarray(prompt_T, np.int32)
+  P = len(prompt_T)
+  if P + max_new_tokens > cfg.max_seq_len:
+    raise ValueError(f"dfs_sample: prompt {P} + {max_new_tokens} new tokens exceed "
+                     f"cfg.max_seq_len={cfg.max_seq_len}")
+  lora_cfg = lora_cfg if adapter is not None else None
+  allowed = None if allowed_ids is None else np.array(sorted(set(allowed_ids) | {eos_id}), np.int64)
+  floor = math.log(min_prob)
+  # The cache holds the prompt and every answer token but the last (EOS is never fed back).
+  logp_V, cache = _prefill(params, adapter, jnp.asarray(prompt_T)[None], cfg=cfg,
+                           lora_cfg=lora_cfg, cache_len=P + max_new_tokens - 1)
+
+  results: list[tuple[np.ndarray, float]] = []
+  expansions = 0
+  # A stack entry is a node whose next-token distribution is known: (tokens, logprob, logp_V, cache).
+  stack = [((), 0.0, np.asarray(logp_V, np.float64), cache)]
+  while stack and len(results) < max_candidates:
+    prefix, score, logp_V, cache = stack.pop()
+    ids = np.arange(len(logp_V)) if allowed is None else allowed
+    if len(prefix) + 1 >= max_new_tokens:  # room for one more token: EOS only
+      ids = np.array([eos_id])
+    child_scores = score + logp_V[ids]
+    keep = child_scores > floor
+    ids, child_scores = ids[keep], child_scores[keep]
+    order = np.argsort(-child_scores, kind="stable")
+    pending = []
+    for i in order:  # most probable first
+      tok, s = int(ids[i]), float(child_scores[i])
+      if tok == eos_id:
+        results.append((np.array(prefix + (tok,), np.int32), s))
+        if len(results) >= max_candidates:
+          break
+      else:
+        pending.append((tok, s))
+    if len(results) >= max_candidates:
+      break
+    children = []
+    for tok, s in pending:
+      if expansions >= max_expansions:
+        break
+      expansions += 1
+      child_logp, child_cache = _step(params, adapter, cache, tok, P + len(prefix), cfg=cfg,
+                                      lora_cfg=lora_cfg)
+      children.append((prefix + (tok,), s, np.asarray(child_logp, np.float64), child_cache))
+    stack.extend(reversed(children))  # the most probable child is popped next
+  results.sort(key=lambda r: -r[1])
+  return results
