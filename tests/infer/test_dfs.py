@@ -76,24 +76,27 @@ def _greedy(params, adapter, prompt, n):
   return g[:int(np.argmax(g == tokens.EOS)) + 1] if (g == tokens.EOS).any() else None
 
 
-def test_greedy_path_found_when_above_threshold():
-  """Full vocabulary. A model whose head favours EOS after a few steps: its greedy path ends."""
+@pytest.mark.parametrize("scale,eos_bias", [(10.0, 0.3), (30.0, 1.0)])  # greedy p ~0.2, ~0.8
+def test_greedy_path_found_when_above_threshold(scale, eos_bias):
+  """Full vocabulary. A head that favours EOS a little, so the greedy path ends early."""
   prompt = _prompt(1)
-  params = _peaked(10.0)
-  params["lm_head"] = params["lm_head"].at[:, tokens.EOS].add(0.3)
+  params = _peaked(scale)
+  params["lm_head"] = params["lm_head"].at[:, tokens.EOS].add(eos_bias)
   greedy = _greedy(params, None, prompt, 6)
   assert greedy is not None
+  key = tuple(greedy.tolist())
   logp = scoring.answer_logprobs(params, None, [prompt], [greedy], cfg=CFG)[0]
   got = dfs.dfs_sample(params, None, prompt, cfg=CFG, min_prob=math.exp(logp) / 2,
                        max_new_tokens=6)
   found = {tuple(t.tolist()): s for t, s in got}
-  assert tuple(greedy.tolist()) in found
-  np.testing.assert_allclose(found[tuple(greedy.tolist())], logp, rtol=1e-5, atol=1e-4)
-  assert got[0][1] >= logp - 1e-4  # nothing found beats... at least the greedy path's score
-  # Greedy is the special case min_prob >= 0.5: at most the greedy path, and it when p > 0.5.
+  assert key in found
+  np.testing.assert_allclose(found[key], logp, rtol=1e-5, atol=1e-4)
+  # Just above the greedy path's probability: it is cut, and so is anything less probable.
+  above = dfs.dfs_sample(params, None, prompt, cfg=CFG, min_prob=min(0.999, math.exp(logp) * 1.01),
+                         max_new_tokens=6)
+  assert key not in {tuple(t.tolist()) for t, _ in above}
+  assert all(s > logp for _, s in above)
+  # Greedy is the special case min_prob >= 0.5: exactly the greedy path when p > 0.5, else none.
   half = dfs.dfs_sample(params, None, prompt, cfg=CFG, min_prob=0.5, max_new_tokens=6)
-  assert len(half) <= 1
-  if math.exp(logp) > 0.5:
-    assert [tuple(t.tolist()) for t, _ in half] == [tuple(greedy.tolist())]
-  else:
-    assert half == []
+  want = [key] if math.exp(logp) > 0.5 else []
+  assert [tuple(t.tolist()) for t, _ in half] == want

@@ -9,6 +9,7 @@ from ttt_jax.model import config, decode, lora, transformer
 CFG = config.get_config("tiny", dtype="float32")
 LCFG = lora.LoraConfig(rank=4, alpha=8.0, targets=("q", "v", "down"))
 PARAMS = transformer.init_params(CFG, jax.random.key(0))
+_forward = jax.jit(transformer.forward, static_argnames=("cfg", "lora_cfg"))
 
 
 def _task(seed, side=2):
@@ -33,7 +34,7 @@ def _alone(adapter, prompt_T, answer_T):
   """One unpadded sequence, one forward, the score summed by hand in float64."""
   seq = np.concatenate([prompt_T, answer_T])[None]
   mask = np.ones_like(seq, bool)
-  logits = transformer.forward(PARAMS, adapter, seq, transformer.positions_from_mask(mask), mask,
+  logits = _forward(PARAMS, adapter, seq, transformer.positions_from_mask(mask), mask,
                                cfg=CFG, lora_cfg=LCFG if adapter is not None else None)
   logp = np.asarray(jax.nn.log_softmax(logits[0]), np.float64)
   P = len(prompt_T)
@@ -116,7 +117,7 @@ def test_greedy_decode_scores_its_max_logprobs():
   score = scoring.answer_logprobs(PARAMS, ad, [prompt], [greedy], cfg=CFG, lora_cfg=LCFG)[0]
   seq = np.concatenate([prompt, greedy])[None]
   mask = np.ones_like(seq, bool)
-  logits = transformer.forward(PARAMS, ad, seq, transformer.positions_from_mask(mask), mask,
+  logits = _forward(PARAMS, ad, seq, transformer.positions_from_mask(mask), mask,
                                cfg=CFG, lora_cfg=LCFG)
   logp = np.asarray(jax.nn.log_softmax(logits[0]), np.float64)
   P = len(prompt)
