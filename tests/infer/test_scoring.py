@@ -1,28 +1,13 @@
 import jax
 import numpy as np
 
-from ttt_jax.arc.task import make_task
 from ttt_jax.data import tokens
 from ttt_jax.infer import scoring, views
-from ttt_jax.model import config, decode, lora, transformer
+from ttt_jax.model import decode, transformer
+from tests.infer.test_predict import CFG, LCFG, _adapter, _task  # the same tiny model and tasks
 
-CFG = config.get_config("tiny", dtype="float32")
-LCFG = lora.LoraConfig(rank=4, alpha=8.0, targets=("q", "v", "down"))
 PARAMS = transformer.init_params(CFG, jax.random.key(0))
 _forward = jax.jit(transformer.forward, static_argnames=("cfg", "lora_cfg"))
-
-
-def _task(seed, side=2):
-  rng = np.random.default_rng(seed)
-  pairs = [(rng.integers(0, 10, (side, side)), rng.integers(0, 10, (side, side))) for _ in range(3)]
-  return make_task(f"t{seed}", pairs, [(rng.integers(0, 10, (side, side)), None)])
-
-
-def _adapter(seed):
-  a = lora.init_lora(CFG, LCFG, jax.random.key(seed))
-  return jax.tree_util.tree_map_with_path(
-      lambda path, x: x + 0.3 * jax.random.normal(jax.random.key(seed + 7), x.shape)
-      if "b" in jax.tree_util.keystr(path).lower() else x, a)
 
 
 def _candidates(seed, n, side=2):
@@ -35,14 +20,14 @@ def _alone(adapter, prompt_T, answer_T):
   seq = np.concatenate([prompt_T, answer_T])[None]
   mask = np.ones_like(seq, bool)
   logits = _forward(PARAMS, adapter, seq, transformer.positions_from_mask(mask), mask,
-                               cfg=CFG, lora_cfg=LCFG if adapter is not None else None)
+                    cfg=CFG, lora_cfg=LCFG if adapter is not None else None)
   logp = np.asarray(jax.nn.log_softmax(logits[0]), np.float64)
   P = len(prompt_T)
   return sum(logp[P + i - 1, t] for i, t in enumerate(answer_T))
 
 
 def test_poe_equals_sum_of_per_view_scores_one_by_one():
-  task, ad = _task(1), _adapter(3)
+  task, ad = _task(1, 2), _adapter(3)
   vs = views.make_views(task, 0, n_orders=1)[:4]
   assert len({v.transform for v in vs}) > 1  # the views really transform the candidate
   cands = _candidates(2, 3)
@@ -53,7 +38,7 @@ def test_poe_equals_sum_of_per_view_scores_one_by_one():
 
 
 def test_answer_tokens_end_in_eos_in_the_view_frame():
-  v = [v for v in views.make_views(_task(1), 0, n_orders=1) if not v.transform.is_identity][0]
+  v = [v for v in views.make_views(_task(1, 2), 0, n_orders=1) if not v.transform.is_identity][0]
   c = np.arange(6).reshape(2, 3)
   a = scoring.answer_tokens(v, c)
   assert a[-1] == tokens.EOS
@@ -61,7 +46,7 @@ def test_answer_tokens_end_in_eos_in_the_view_frame():
 
 
 def test_scores_follow_candidate_permutation():
-  task, ad = _task(4), _adapter(5)
+  task, ad = _task(4, 2), _adapter(5)
   vs = views.make_views(task, 0, n_orders=1)[:3]
   cands = _candidates(6, 4)
   got = scoring.poe_scores(PARAMS, ad, vs, cands, cfg=CFG, lora_cfg=LCFG)
@@ -72,7 +57,7 @@ def test_scores_follow_candidate_permutation():
 
 
 def test_padding_does_not_change_a_score():
-  task, ad = _task(7), _adapter(8)
+  task, ad = _task(7, 2), _adapter(8)
   v = views.make_views(task, 0, n_orders=1)[0]
   a = scoring.answer_tokens(v, _candidates(9, 1)[0])
   short = scoring.answer_logprobs(PARAMS, ad, [v.prompt_T], [a], cfg=CFG, lora_cfg=LCFG,
@@ -88,7 +73,7 @@ def test_padding_does_not_change_a_score():
 
 
 def test_vmapped_tasks_equal_one_by_one():
-  tasks = [_task(10), _task(11, side=3)]
+  tasks = [_task(10, 2), _task(11, side=3)]
   ads = [_adapter(12), _adapter(13)]
   vs = [views.make_views(tasks[0], 0, n_orders=1)[:3], views.make_views(tasks[1], 0, n_orders=1)[:2]]
   cands = [_candidates(14, 3), _candidates(15, 2, side=3)]
@@ -106,7 +91,7 @@ def test_vmapped_tasks_equal_one_by_one():
 
 
 def test_greedy_decode_scores_its_max_logprobs():
-  task, ad = _task(16), _adapter(17)
+  task, ad = _task(16, 2), _adapter(17)
   prompt = views.make_views(task, 0, n_orders=1)[0].prompt_T
   n = 10
   out = decode.generate(PARAMS, ad, prompt[None], np.ones((1, len(prompt)), bool), cfg=CFG,
@@ -118,7 +103,7 @@ def test_greedy_decode_scores_its_max_logprobs():
   seq = np.concatenate([prompt, greedy])[None]
   mask = np.ones_like(seq, bool)
   logits = _forward(PARAMS, ad, seq, transformer.positions_from_mask(mask), mask,
-                               cfg=CFG, lora_cfg=LCFG)
+                    cfg=CFG, lora_cfg=LCFG)
   logp = np.asarray(jax.nn.log_softmax(logits[0]), np.float64)
   P = len(prompt)
   best = logp[P - 1:P - 1 + len(greedy)].max(axis=-1).sum()
