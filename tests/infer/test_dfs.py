@@ -9,6 +9,7 @@ from ttt_jax.arc.task import make_task
 from ttt_jax.data import tokens
 from ttt_jax.infer import dfs, scoring, views
 from ttt_jax.model import config, decode, lora, transformer
+from tests.infer.test_predict import _adapter
 
 CFG = config.get_config("tiny", dtype="float32")
 LCFG = lora.LoraConfig(rank=4, alpha=8.0, targets=("q", "v", "down"))
@@ -17,11 +18,15 @@ ALLOWED = (1, 2, tokens.NL)
 MAX_NEW = 4
 
 
-def _peaked(scale):
+GRID_CFG = CFG.replace(grid_positions=True)  # the default arc-cpu model's positions
+GRID_PARAMS = transformer.init_params(GRID_CFG, jax.random.key(1))
+
+
+def _peaked(scale, params=PARAMS):
   """The tiny model with its output head scaled: sharper distributions, so some completions
   are far more probable than others."""
-  p = dict(PARAMS)
-  p["lm_head"] = PARAMS["lm_head"] * scale
+  p = dict(params)
+  p["lm_head"] = params["lm_head"] * scale
   return p
 
 
@@ -32,18 +37,20 @@ def _prompt(seed=0):
   return views.make_views(task, 0, n_orders=1)[0].prompt_T
 
 
-def _brute_force(params, prompt):
+def _brute_force(params, prompt, cfg=CFG):
   """Every sequence of allowed tokens then EOS, up to MAX_NEW tokens, scored teacher-forced."""
   seqs = [np.array(list(body) + [tokens.EOS], np.int32)
           for n in range(MAX_NEW) for body in itertools.product(ALLOWED, repeat=n)]
-  scores = scoring.answer_logprobs(params, None, [prompt] * len(seqs), seqs, cfg=CFG)
+  scores = scoring.answer_logprobs(params, None, [prompt] * len(seqs), seqs, cfg=cfg)
   return {tuple(s.tolist()): float(x) for s, x in zip(seqs, scores)}
 
 
-@pytest.mark.parametrize("scale", [30.0])
-def test_dfs_finds_exactly_the_brute_force_set(scale):
-  params, prompt = _peaked(scale), _prompt()
-  brute = _brute_force(params, prompt)
+@pytest.mark.parametrize("grid", [False, True])
+def test_dfs_finds_exactly_the_brute_force_set(grid):
+  """DFS (KV cache, one token per step) against teacher-forced scores of every sequence."""
+  cfg = GRID_CFG if grid else CFG
+  params, prompt = _peaked(30.0, GRID_PARAMS if grid else PARAMS), _prompt()
+  brute = _brute_force(params, prompt, cfg)
   ranked = sorted(brute.values(), reverse=True)
   # A threshold midway (in log space) between two well-separated neighbours: no borderline case.
   gaps = [(ranked[i] - ranked[i + 1], i) for i in range(2, len(ranked) - 1)]
@@ -51,7 +58,7 @@ def test_dfs_finds_exactly_the_brute_force_set(scale):
   min_prob = math.exp((ranked[i] + ranked[i + 1]) / 2)
   want = {s: x for s, x in brute.items() if math.log(min_prob) < x}
   assert 3 <= len(want) < len(brute)  # a real cut, with several survivors
-  got = dfs.dfs_sample(params, None, prompt, cfg=CFG, min_prob=min_prob, max_new_tokens=MAX_NEW,
+  got = dfs.dfs_sample(params, None, prompt, cfg=cfg, min_prob=min_prob, max_new_tokens=MAX_NEW,
                        allowed_ids=ALLOWED, max_candidates=1000)
   got_d = {tuple(t.tolist()): s for t, s in got}
   assert len(got_d) == len(got) and set(got_d) == set(want)
@@ -100,3 +107,17 @@ def test_greedy_path_found_when_above_threshold(scale, eos_bias):
   half = dfs.dfs_sample(params, None, prompt, cfg=CFG, min_prob=0.5, max_new_tokens=6)
   want = [key] if math.exp(logp) > 0.5 else []
   assert [tuple(t.tolist()) for t, _ in half] == want
+
+
+def test_dfs_under_an_adapter_scores_as_teacher_forcing():
+  """The adapter reaches every expansion: DFS's log-probs equal the adapted model's scores,
+  and differ from the bare model's."""
+  params, prompt, ad = PARAMS, _prompt(), _adapter(3)
+  got = dfs.dfs_sample(params, ad, prompt, cfg=CFG, lora_cfg=LCFG, min_prob=1e-9,
+                       max_new_tokens=MAX_NEW, allowed_ids=ALLOWED, max_candidates=4)
+  assert len(got) == 4
+  seqs = [t for t, _ in got]
+  adapted = scoring.answer_logprobs(params, ad, [prompt] * 4, seqs, cfg=CFG, lora_cfg=LCFG)
+  bare = scoring.answer_logprobs(params, None, [prompt] * 4, seqs, cfg=CFG)
+  np.testing.assert_allclose([s for _, s in got], adapted, rtol=1e-5, atol=1e-4)
+  assert not np.allclose(adapted, bare, atol=1e-3)

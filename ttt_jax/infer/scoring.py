@@ -15,7 +15,7 @@ Tasks with their own adapters are scored together by vmapping over the stacked a
 from __future__ import annotations
 
 import functools
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
