@@ -151,3 +151,105 @@ def test_vote_config_fields_drive_the_vote():
   assert as_lists(flat) == [a.tolist(), b.tolist()]  # raw counts 3 and 2
   with pytest.raises(ValueError, match="vote method"):
     pipeline.vote_test_input(ans, tasks[0], 0, "nope")
+
+
+def _planted_decode(grids):
+  """A stand-in for predict.decode_views whose view i answers grids[i % len(grids)]: known
+  candidates with known vote counts, without compiling a decoder."""
+  from ttt_jax.infer import predict  # pylint: disable=g-import-not-at-top
+
+  def decode(params, adapters, views_per_task, **kwargs):
+    return [[predict.ViewAnswer(v, grids[i % len(grids)], np.zeros(0, np.int32))
+             for i, v in enumerate(vs)] for vs in views_per_task]
+  return decode
+
+
+def test_poe_selection_scores_the_pool_and_picks_the_best(tmp_path, tiny_model_dir, monkeypatch):
+  """select=poe: the leading candidates carry the PoE score of the views the config names,
+  equal to poe_scores one by one, and the attempts are the two best by that score."""
+  from ttt_jax.infer import predict, scoring  # pylint: disable=g-import-not-at-top
+  from ttt_jax.train import checkpoint  # pylint: disable=g-import-not-at-top
+  grids = [np.full((2, 2), 1, np.int8), np.full((2, 2), 1, np.int8), np.full((2, 2), 1, np.int8),
+           np.full((2, 2), 2, np.int8), np.full((2, 2), 2, np.int8), np.full((3, 2), 3, np.int8),
+           np.eye(2, dtype=np.int8) * 4]
+  monkeypatch.setattr(predict, "decode_views", _planted_decode(grids))
+  out = str(tmp_path / "poe")
+  c = _config("dev80-small:2", tiny_model_dir, out)
+  c.ttt.enabled = False
+  c.select.method, c.select.max_candidates, c.select.views = "poe", 3, 4
+  summary = pipeline.run_pipeline(c)
+  cands = json.load(open(os.path.join(out, "candidates.json")))
+  params, mcfg = checkpoint.load_base_model(tiny_model_dir, "", {})
+  tasks = {t.task_id: t for t in io.load_tasks("dev80-small:2")[0]}
+  context = min(c.infer.max_tokens, mcfg.max_seq_len)
+  for tid, records in cands.items():
+    for j, r in enumerate(records):
+      assert r["select"] == "poe"
+      pool = pipeline.selection.pool(r, 3)
+      assert [np.asarray(g).tolist() for g in pool[:1]] == [grids[0].tolist()]  # most votes
+      vs = pipeline.spread(pipeline.views_for_test_input(tasks[tid], j, c.infer, context), 4)
+      assert len(vs) == 4
+      want = scoring.poe_scores(params, None, vs, [np.asarray(g) for g in pool], cfg=mcfg)
+      got = [pipeline.selection.score_of(r, g) for g in pool]
+      np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+      assert sum(x.get("poe") is not None for x in r["candidates"]) == 3  # the pool only
+      best = [pool[i] for i in np.argsort(-want, kind="stable")[:2]]
+      assert r["attempts"] == [np.asarray(g).tolist() for g in best] and not r["fallback"]
+  assert "PoE log-prob" in open(os.path.join(out, "report.html")).read()
+  assert summary["views_parsed"] == summary["views"]
+
+  # The same planted answers under select=vote: the vote's attempts, nothing scored.
+  c.out_dir, c.select.method = str(tmp_path / "vote"), "vote"
+  pipeline.run_pipeline(c)
+  voted = json.load(open(os.path.join(c.out_dir, "candidates.json")))
+  for tid, records in voted.items():
+    for r in records:
+      assert all(x.get("poe") is None for x in r["candidates"])
+      assert r["attempts"][0] == grids[0].tolist()
+
+  timed = json.load(open(os.path.join(out, "timings.json")))
+  assert timed["predict_score"] > 0 and "predict_dfs" not in timed
+
+  # Depth-first search through the real sampler: it runs and its time is recorded (the random
+  # tiny model finds nothing above 10%, so the vote is unchanged).
+  c.out_dir, c.search.method, c.search.views = str(tmp_path / "dfs"), "dfs", 2
+  pipeline.run_pipeline(c)
+  searched = json.load(open(os.path.join(c.out_dir, "candidates.json")))
+  for tid, records in searched.items():
+    for r, r0 in zip(records, voted[tid]):
+      assert r["num_extra"] == 0 and r["attempts"] == r0["attempts"]
+  assert json.load(open(os.path.join(c.out_dir, "timings.json")))["predict_dfs"] > 0
+
+
+def test_dfs_answers_keep_new_parsed_grids_only(monkeypatch):
+  """Depth-first answers: parsed, mapped to the task frame, the view's greedy grid dropped."""
+  from ttt_jax.data import tokens  # pylint: disable=g-import-not-at-top
+  from ttt_jax.infer import dfs, predict, views  # pylint: disable=g-import-not-at-top
+  task = io.load_tasks("dev80-small:1")[0][0]
+  vs = views.make_views(task, 0, n_orders=1, budget="demos")
+  greedy_grid, other = np.full((2, 3), 1, np.int8), np.full((3, 2), 5, np.int8)
+  calls = []
+
+  def fake_dfs(params, adapter, prompt_T, **kw):
+    calls.append(kw)
+    v = next(v for v in vs if v.prompt_T is prompt_T)
+    enc = lambda g: np.concatenate([tokens.encode_grid(v.transform(g)), [tokens.EOS]])
+    return [(enc(greedy_grid), -0.1), (enc(other), -1.0), (np.array([1, 2, tokens.EOS]), -2.0)]
+
+  monkeypatch.setattr(dfs, "dfs_sample", fake_dfs)
+  greedy = [predict.ViewAnswer(v, greedy_grid, np.zeros(0, np.int32)) for v in vs]
+  search_cfg = pipeline_config.get_config().search
+  search_cfg.views, search_cfg.min_prob = 3, 0.25
+  extra = pipeline.dfs_answers(None, None, vs, greedy, mcfg=None, lcfg=None, search_cfg=search_cfg)
+  assert len(calls) == 3 and all(k["min_prob"] == 0.25 for k in calls)
+  assert len(extra) == 3 and all(np.array_equal(a.grid, other) for a in extra)
+  assert {id(a.view) for a in extra} == {id(v) for v in pipeline.spread(vs, 3)}
+  rec = pipeline.vote_test_input(greedy, task, 0, extra=extra)
+  assert rec["num_views"] == len(vs) and rec["num_extra"] == 3
+  assert {tuple(np.shape(c["grid"])): c["count"] for c in rec["candidates"]} == {
+      (2, 3): len(vs), (3, 2): 3}
+
+
+def test_spread_covers_the_range_evenly():
+  assert pipeline.spread(list(range(10)), 3) == [0, 4, 9]  # 4.5 rounds to even
+  assert pipeline.spread(list(range(3)), 8) == [0, 1, 2] and pipeline.spread([1], 0) == []

@@ -30,7 +30,8 @@ from ttt_jax import voting
 from ttt_jax.arc import io, splits
 from ttt_jax.arc.task import Grid, Task
 from ttt_jax.eval import baseline, report, scoring, submission
-from ttt_jax.infer import predict, views as views_lib
+from ttt_jax.data import tokens as tokens_lib
+from ttt_jax.infer import predict, selection, views as views_lib
 
 PREDICTIONS = "predictions"
 PARTS = "parts"  # one file per (task, test input) until the task's file is assembled
@@ -68,41 +69,83 @@ VOTE_METHODS = ("hierarchical", "flat")
 
 
 def vote_test_input(answers: Sequence[predict.ViewAnswer], task: Task, test_index: int,
-                    method: str = "hierarchical", **options: Any) -> dict:
+                    method: str = "hierarchical", extra: Sequence[predict.ViewAnswer] = (),
+                    **options: Any) -> dict:
   """Voted attempts for one test input, as plain JSON-able data.
 
-  ``method`` "hierarchical" passes ``options`` (the config's ``vote`` fields:
-  top_per_group, fill_in, fill_source, pooled_group, fill_rule, row_majority) to
-  ``voting.hierarchical_vote``; "flat" ranks by raw counts and takes none.
+  ``answers`` holds one greedy answer per view; ``extra`` more answers of the same views
+  (depth-first search), which vote like the others but are not views. ``method``
+  "hierarchical" passes ``options`` (the config's ``vote`` fields: top_per_group, fill_in,
+  fill_source, pooled_group, fill_rule, row_majority) to ``voting.hierarchical_vote``; "flat"
+  ranks by raw counts and takes none.
   """
   if method not in VOTE_METHODS:
     raise ValueError(f"vote method must be one of {VOTE_METHODS}, got {method!r}")
   if method == "flat" and options:
     raise ValueError(f"the flat vote takes no options, got {sorted(options)}")
-  cands = [voting.Candidate(a.grid, a.view.transform.name) for a in answers if a.grid is not None]
+  cands = [voting.Candidate(a.grid, a.view.transform.name)
+           for a in list(answers) + list(extra) if a.grid is not None]
   n_invalid = sum(a.grid is None for a in answers)
   ranked = (voting.hierarchical_vote(cands, **options) if method == "hierarchical"
             else voting.flat_vote(cands))
-  attempts = voting.attempts(ranked, 2)
-  fallback = len(attempts) < 2
-  if fallback:  # fewer than two distinct voted grids: top up from the baseline
-    for g in fallback_attempts(task, test_index):
-      if len(attempts) < 2 and not any(np.array_equal(g, a) and g.shape == a.shape
-                                       for a in attempts):
-        attempts.append(g)
-    while len(attempts) < 2:
-      attempts.append(attempts[0])
   counts = voting.flat_vote(cands)
-  return {
-      "attempts": [_grid_json(a) for a in attempts],
-      "fallback": fallback,
+  record = {
       "num_views": len(answers),
       "num_invalid": n_invalid,
+      "num_extra": len(extra),
       "ranked": [{"grid": _grid_json(v.grid), "votes": v.votes, "count": v.count,
                   "fill_in": v.fill_in} for v in ranked],
       "candidates": [{"grid": _grid_json(v.grid), "count": v.count,
                       "identity_count": v.identity_count} for v in counts],
   }
+  return select_test_input(record, task, test_index, "vote")
+
+
+def select_test_input(record: dict, task: Task, test_index: int, method: str) -> dict:
+  """``record`` with its two ``attempts`` chosen by ``method`` (``ttt_jax.infer.selection``),
+  topped up from ``fallback_attempts`` when fewer than two distinct candidates exist."""
+  ranked = selection.order(record, method)
+  fallback = fallback_attempts(task, test_index) if len(ranked) < 2 else ()
+  attempts, topped = selection.attempts(record, method, fallback)
+  return {"attempts": attempts, "fallback": topped, "select": method,
+          **{k: v for k, v in record.items() if k not in ("attempts", "fallback", "select")}}
+
+
+def spread(items: Sequence[Any], n: int) -> list[Any]:
+  """``n`` items evenly spaced over ``items`` (all of them when ``n`` covers them): the views
+  a search or a score uses span every transform and subset, not just the first few."""
+  if n <= 0 or not items:
+    return []
+  if n >= len(items):
+    return list(items)
+  return [items[i] for i in np.unique(np.linspace(0, len(items) - 1, n).round().astype(int))]
+
+
+SEARCH_METHODS = ("greedy", "dfs")
+
+
+def dfs_answers(params: Any, adapter: Any, views: Sequence[views_lib.View],
+                greedy: Sequence[predict.ViewAnswer], *, mcfg: Any, lcfg: Any, search_cfg: Any
+                ) -> list[predict.ViewAnswer]:
+  """Depth-first search (``ttt_jax.infer.dfs``) on ``search_cfg.views`` of ``views``: every
+  answer above ``search_cfg.min_prob`` that parses and differs from the view's greedy one."""
+  from ttt_jax.infer import dfs
+  allowed = tuple(range(10)) + (tokens_lib.NL,)
+  greedy_by_view = {id(a.view): a.grid for a in greedy}
+  out = []
+  for v in spread(list(views), int(search_cfg.views)):
+    found = dfs.dfs_sample(params, adapter, v.prompt_T, cfg=mcfg,
+                           lora_cfg=lcfg if adapter is not None else None,
+                           min_prob=float(search_cfg.min_prob), max_new_tokens=v.answer_tokens,
+                           max_candidates=int(search_cfg.max_candidates),
+                           max_expansions=int(search_cfg.max_expansions), allowed_ids=allowed)
+    g0 = greedy_by_view.get(id(v))
+    for toks_N, _ in found:
+      a = predict.answer_from_tokens(v, toks_N)
+      if a.grid is not None and not (g0 is not None and g0.shape == a.grid.shape
+                                     and np.array_equal(g0, a.grid)):
+        out.append(a)
+  return out
 
 
 class SavedAdapters(Mapping):
@@ -169,8 +212,9 @@ def views_for_test_input(task: Task, test_index: int, view_cfg: Any, context: in
 
 def predict_tasks(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any], *, mcfg: Any,
                   lcfg: Any, out_dir: str, view_cfg: Any, group_size: int,
-                  vote_cfg: Optional[Mapping[str, Any]] = None, task_parallel: bool = False
-                  ) -> dict[str, list[dict]]:
+                  vote_cfg: Optional[Mapping[str, Any]] = None, task_parallel: bool = False,
+                  search_cfg: Any = None, select_cfg: Any = None,
+                  timings: Optional[dict[str, float]] = None) -> dict[str, list[dict]]:
   """Predicts every test input of every task (reusing finished prediction files).
 
   The decoding groups are planned over all test inputs, finished or not, so a resumed run (or
@@ -179,13 +223,23 @@ def predict_tasks(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any
   as its group is decoded (``predictions/parts/``); the per-task files are assembled at the
   end (by process 0 when ``task_parallel``, after every process has finished its groups).
   ``vote_cfg`` is the config's ``vote`` section (``method`` plus ``voting.hierarchical_vote``
-  options; None: the default vote).
+  options; None: the default vote). ``search_cfg`` (the config's ``search``; None: greedy)
+  adds depth-first answers; ``select_cfg`` (``select``; None: by vote) chooses the attempts,
+  scoring the leading candidates by product of experts unless it is "vote". ``timings``, when
+  given, accumulates this process's seconds of greedy decoding, depth-first search and scoring
+  (``predict_decode``, ``predict_dfs``, ``predict_score``; outputs stay timing-free, so a
+  resumed run writes the same files).
   """
   import jax  # deferred: the numpy-only parts of this module import without JAX
+  from ttt_jax.infer import scoring as scoring_lib
   from ttt_jax.model import lora as lora_lib
   from ttt_jax.parallel import multihost
   index, count = ((multihost.process_index(), multihost.process_count()) if task_parallel
                   else (0, 1))
+  search_method = search_cfg.method if search_cfg is not None else "greedy"
+  if search_method not in SEARCH_METHODS:
+    raise ValueError(f"search method must be one of {SEARCH_METHODS}, got {search_method!r}")
+  select_method = selection.check_method(select_cfg.method if select_cfg is not None else "vote")
   vote_options = dict(vote_cfg or {})
   vote_method = vote_options.pop("method", "hierarchical")
   if vote_method == "flat":  # the config's hierarchical options do not apply
@@ -223,15 +277,38 @@ def predict_tasks(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any
       for t, _, _ in part:
         a = adapters.get(t.task_id) if use_lora else None
         ads.append(zero if use_lora and a is None else a)
+      t_decode = time.perf_counter()
       answers = predict.decode_views(params, ads, [vs for _, _, vs in part], cfg=mcfg,
                                      lora_cfg=lcfg if use_lora else None,
                                      max_new_tokens=max_new, max_total_tokens=context,
                                      max_rows=view_cfg.get("max_rows") or None,
                                      decode_chunk=view_cfg.get("decode_chunk") or None)
-      for (t, j, _), ans in zip(part, answers):
+      seconds = {"decode": time.perf_counter() - t_decode}
+      extra = [[] for _ in part]
+      if search_method == "dfs":
+        t_dfs = time.perf_counter()
+        extra = [dfs_answers(params, ad, vs, ans, mcfg=mcfg, lcfg=lcfg if use_lora else None,
+                             search_cfg=search_cfg)
+                 for (_, _, vs), ad, ans in zip(part, ads, answers)]
+        seconds["dfs"] = time.perf_counter() - t_dfs
+      records = [vote_test_input(ans, t, j, vote_method, extra=ex, **vote_options)
+                 for (t, j, _), ans, ex in zip(part, answers, extra)]
+      if select_method != "vote":
+        t_score = time.perf_counter()
+        pools = [selection.pool(r, select_cfg.max_candidates) for r in records]
+        score_views = [spread(vs, int(select_cfg.views)) for _, _, vs in part]
+        scores = scoring_lib.poe_scores_many(
+            params, ads, score_views, [[np.asarray(g) for g in p] for p in pools], cfg=mcfg,
+            lora_cfg=lcfg if use_lora else None, max_rows=select_cfg.get("max_rows") or None)
+        records = [select_test_input(selection.attach_scores(r, p, sc), t, j, select_method)
+                   for (t, j, _), r, p, sc in zip(part, records, pools, scores)]
+        seconds["score"] = time.perf_counter() - t_score
+      for (t, j, _), record in zip(part, records):
         if not done(t, j):
-          _write_json_atomic(_part_path(out_dir, t.task_id, j),
-                             vote_test_input(ans, t, j, vote_method, **vote_options))
+          _write_json_atomic(_part_path(out_dir, t.task_id, j), record)
+      if timings is not None:
+        for k, v in seconds.items():
+          timings[f"predict_{k}"] = timings.get(f"predict_{k}", 0.0) + v
       progress.step(len(part), f"(max {max_new} new tokens)")
 
   if task_parallel:
@@ -261,6 +338,13 @@ def predict_tasks(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any
     with open(_prediction_path(out_dir, t.task_id)) as f:
       results[t.task_id] = json.load(f)["tests"]
   return results
+
+
+def _count_and_score(record: dict, grid: Any) -> tuple[int, Optional[float]]:
+  for c in record["candidates"]:
+    if np.array_equal(np.asarray(c["grid"]), np.asarray(grid)):
+      return c["count"], c.get("poe")
+  return 0, None
 
 
 def write_outputs(out_dir: str, tasks: Sequence[Task], results: dict[str, list[dict]],
@@ -301,7 +385,10 @@ def write_outputs(out_dir: str, tasks: Sequence[Task], results: dict[str, list[d
     for j, r in enumerate(results[t.task_id]):
       tests.append(report.TestInputReport(
           t.test[j].input, [np.asarray(a) for a in r["attempts"]], t.test[j].output,
-          votes=[(np.asarray(c["grid"]), c["count"]) for c in r["candidates"][:5]],
+          votes=[(np.asarray(g), *_count_and_score(r, g))
+                 for g in selection.order(r, r.get("select", "vote"))[:5]]
+          if r.get("select", "vote") != "vote"
+          else [(np.asarray(c["grid"]), c["count"], c.get("poe")) for c in r["candidates"][:5]],
           num_candidates=r["num_views"] - r["num_invalid"], num_invalid=r["num_invalid"]))
     s = by_id.get(t.task_id)
     reps.append(report.TaskReport(t, tests, level=levels.get(t.task_id),
@@ -387,7 +474,9 @@ def run_pipeline(cfg: Any) -> Optional[dict]:
   t2 = time.perf_counter()
   results = predict_tasks(params, tasks, adapters, mcfg=mcfg, lcfg=lcfg, out_dir=cfg.out_dir,
                           view_cfg=cfg.infer, group_size=cfg.infer.group_size,
-                          vote_cfg=cfg.vote.to_dict(), task_parallel=task_parallel)
+                          vote_cfg=cfg.vote.to_dict(), task_parallel=task_parallel,
+                          search_cfg=cfg.get("search"), select_cfg=cfg.get("select"),
+                          timings=timings)
   timings["predict"] = time.perf_counter() - t2
   timings["total"] = time.perf_counter() - t0
   summary = None

@@ -72,6 +72,18 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
   c.vote = config_dict.ConfigDict(dict(
       method="hierarchical", top_per_group=3, fill_in=True, fill_source="group",
       pooled_group=False, fill_rule="distinct", row_majority="same_shape"))
+  # Candidate search (ttt_jax.infer.dfs): "greedy" = one answer per view; "dfs" also adds, on
+  # `views` views spread over each test input's views, every answer whose probability stays
+  # above min_prob (at most max_candidates per view and max_expansions forward calls, each one
+  # token on CPU/GPU: a host loop). Extra answers vote like greedy ones.
+  c.search = config_dict.ConfigDict(dict(
+      method="greedy", views=8, min_prob=0.1, max_candidates=8, max_expansions=2000))
+  # Attempt selection (ttt_jax.infer.selection): "vote" = the vote's ranking; "poe" = the
+  # max_candidates leading candidates by product-of-experts score (summed log-probability under
+  # `views` views spread over the test input's views); "vote+poe" = by vote rank + score rank.
+  # max_rows bounds the sequences (tasks x candidates x views) of one scoring pass. Scores go
+  # to candidates.json and the report.
+  c.select = config_dict.ConfigDict(dict(method="vote", max_candidates=8, views=8, max_rows=32))
 
   if preset == "paper":
     c.tasks = "dev80"

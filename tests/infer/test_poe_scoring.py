@@ -85,6 +85,15 @@ def test_vmapped_tasks_equal_one_by_one():
   # The adapter matters: the bare model scores differently.
   bare = scoring.poe_scores_many(PARAMS, [None, None], vs, cands, cfg=CFG)
   assert not np.allclose(bare[0], together[0])
+  # Rows in slices of at most max_rows sequences per forward pass: the same scores.
+  sliced = scoring.poe_scores_many(PARAMS, ads, vs, cands, cfg=CFG, lora_cfg=LCFG, max_rows=8,
+                                   rows_multiple=2)
+  for k in range(2):
+    np.testing.assert_allclose(sliced[k], together[k], rtol=1e-5, atol=1e-4)
+  bare_sliced = scoring.poe_scores_many(PARAMS, [None, None], vs, cands, cfg=CFG, max_rows=4,
+                                        rows_multiple=2)
+  for k in range(2):
+    np.testing.assert_allclose(bare_sliced[k], bare[k], rtol=1e-5, atol=1e-4)
   empty = scoring.poe_scores_many(PARAMS, ads, [vs[0], []], [cands[0], []], cfg=CFG, lora_cfg=LCFG)
   np.testing.assert_allclose(empty[0], together[0], rtol=1e-5, atol=1e-4)
   assert empty[1].shape == (0,)

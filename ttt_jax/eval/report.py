@@ -26,7 +26,9 @@ class TestInputReport:
   input: Grid
   attempts: Sequence[Grid]
   truth: Optional[Grid] = None
-  votes: Sequence[tuple[Grid, int]] = ()  # leading candidates with their vote counts
+  # Leading candidates (in the order the attempts were chosen from) with their vote counts,
+  # and their product-of-experts score when they were scored: (grid, votes[, score]).
+  votes: Sequence[tuple] = ()
   num_candidates: int = 0
   num_invalid: int = 0
 
@@ -57,6 +59,10 @@ def _figure(grid: Optional[Grid], caption: str, css: str = "") -> str:
   return f'<figure class="{css}">{body}<figcaption>{html.escape(caption)}</figcaption></figure>'
 
 
+def _score_text(score: Optional[float]) -> str:
+  return "not scored" if score is None else f"{score:.2f}"
+
+
 def _task_html(r: TaskReport) -> str:
   status = {True: ("right", "pass@2: right"), False: ("wrong", "pass@2: wrong"),
             None: ("unknown", "no truth")}[r.correct]
@@ -81,8 +87,13 @@ def _task_html(r: TaskReport) -> str:
     if t.truth is not None:
       parts.append(_figure(t.truth, "truth", "truth"))
     if t.votes:
-      rows = "".join(f"<tr><td>{grid_svg(g, 6)}</td><td>{n}</td></tr>" for g, n in t.votes)
-      parts.append(f'<table class="votes"><tr><th>candidate</th><th>votes</th></tr>{rows}</table>')
+      scored = any(len(v) > 2 and v[2] is not None for v in t.votes)
+      rows = "".join(
+          f"<tr><td>{grid_svg(v[0], 6)}</td><td>{v[1]}</td>"
+          + (f"<td>{_score_text(v[2] if len(v) > 2 else None)}</td>" if scored else "") + "</tr>"
+          for v in t.votes)
+      head = "<th>candidate</th><th>votes</th>" + ("<th>PoE log-prob</th>" if scored else "")
+      parts.append(f'<table class="votes"><tr>{head}</tr>{rows}</table>')
     parts.append(f'<p class="counts">{t.num_candidates} candidates, {t.num_invalid} invalid</p>')
     parts.append("</div>")
   parts.append("</section>")

@@ -33,8 +33,8 @@ from ttt_jax.model import decode, transformer
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "lora_cfg", "cache_len"))
-def _prefill(params, adapter, prompt_1xT, *, cfg, lora_cfg, cache_len):
-  logits_1xV, cache = decode.prefill(params, adapter, prompt_1xT, jnp.ones_like(prompt_1xT, bool),
+def _prefill(params, adapter, prompt_1xT, mask_1xT, *, cfg, lora_cfg, cache_len):
+  logits_1xV, cache = decode.prefill(params, adapter, prompt_1xT, mask_1xT,
                                      cfg=cfg, lora_cfg=lora_cfg, cache_len=cache_len)
   return jax.nn.log_softmax(logits_1xV[0]), cache
 
@@ -51,8 +51,8 @@ def _step(params, adapter, cache, token, position, *, cfg, lora_cfg):
 
 def dfs_sample(params, adapter, prompt_T: np.ndarray, *, cfg, lora_cfg=None, min_prob: float = 0.1,
                max_new_tokens: int, max_candidates: int = 64, max_expansions: int = 10_000,
-               allowed_ids: Optional[Sequence[int]] = None, eos_id: int = tokens.EOS
-               ) -> list[tuple[np.ndarray, float]]:
+               allowed_ids: Optional[Sequence[int]] = None, eos_id: int = tokens.EOS,
+               length_multiple: int = 64) -> list[tuple[np.ndarray, float]]:
   """Every completion of ``prompt_T`` that ends in ``eos_id`` within ``max_new_tokens`` tokens
   (EOS included) and has probability > ``min_prob``: ``(tokens_N, logprob)`` pairs, most
   probable first. Log-probs are the model's own (float32 sums of log-softmax).
@@ -61,7 +61,9 @@ def dfs_sample(params, adapter, prompt_T: np.ndarray, *, cfg, lora_cfg=None, min
   still its full-vocabulary probability); EOS is always allowed. The search stops early after
   ``max_candidates`` results or ``max_expansions`` forward calls (results so far returned).
   Children are explored most probable first, so the first result is the greedy path when
-  that qualifies.
+  that qualifies. The prompt is left-padded and the cache sized to multiples of
+  ``length_multiple``, so the views of a run share a few compiled shapes (padding changes no
+  probability: padded slots are masked and positions count real tokens only).
   """
   if not 0.0 < min_prob < 1.0:
     raise ValueError(f"dfs_sample: min_prob must be in (0, 1), got {min_prob}")
@@ -76,8 +78,14 @@ def dfs_sample(params, adapter, prompt_T: np.ndarray, *, cfg, lora_cfg=None, min
   allowed = None if allowed_ids is None else np.array(sorted(set(allowed_ids) | {eos_id}), np.int64)
   floor = math.log(min_prob)
   # The cache holds the prompt and every answer token but the last (EOS is never fed back).
-  logp_V, cache = _prefill(params, adapter, jnp.asarray(prompt_T)[None], cfg=cfg,
-                           lora_cfg=lora_cfg, cache_len=P + max_new_tokens - 1)
+  padded = -(-P // length_multiple) * length_multiple
+  tokens_1xT = np.full((1, padded), tokens.PAD, np.int32)
+  tokens_1xT[0, padded - P:] = prompt_T
+  mask_1xT = np.zeros((1, padded), bool)
+  mask_1xT[0, padded - P:] = True
+  cache_len = padded + -(-(max_new_tokens - 1) // length_multiple) * length_multiple
+  logp_V, cache = _prefill(params, adapter, jnp.asarray(tokens_1xT), jnp.asarray(mask_1xT),
+                           cfg=cfg, lora_cfg=lora_cfg, cache_len=max(cache_len, padded + 1))
 
   results: list[tuple[np.ndarray, float]] = []
   expansions = 0

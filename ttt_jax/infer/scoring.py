@@ -15,7 +15,7 @@ Tasks with their own adapters are scored together by vmapping over the stacked a
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -115,11 +115,14 @@ def poe_scores(params, adapter, views: Sequence[View], candidates: Sequence[Grid
 
 def poe_scores_many(params, adapters: Sequence[Any], views_per_task: Sequence[Sequence[View]],
                     candidates_per_task: Sequence[Sequence[Grid]], *, cfg, lora_cfg=None,
-                    length_multiple: int = 64, rows_multiple: int = 8) -> list[np.ndarray]:
+                    length_multiple: int = 64, rows_multiple: int = 8,
+                    max_rows: Optional[int] = None) -> list[np.ndarray]:
   """``poe_scores`` of K tasks in one call vmapped over their stacked adapters.
 
   Each task's (candidate, view) rows are padded to a common count (a multiple of
   ``rows_multiple``) with rows that mark no answer token, so they score 0 and are dropped.
+  ``max_rows`` bounds the sequences (tasks x rows) of one forward pass (its attention scores
+  are rows x heads x length^2): the rows then go through in equal slices, same scores.
   Every task needs an adapter, or none (the bare model). Returns per task scores[n_candidates].
   """
   if len(adapters) != len(views_per_task) or len(adapters) != len(candidates_per_task):
@@ -137,6 +140,10 @@ def poe_scores_many(params, adapters: Sequence[Any], views_per_task: Sequence[Se
     raise ValueError("either every task has an adapter or none has")
   rows = {k: _poe_rows(views_per_task[k], candidates_per_task[k]) for k in live}
   n_rows = bucket(max(len(rows[k][0]) for k in live), rows_multiple)
+  per_call = n_rows
+  if max_rows:
+    per_call = min(n_rows, max(rows_multiple, max_rows // len(live) // rows_multiple * rows_multiple))
+    n_rows = bucket(n_rows, per_call)
   length = bucket(max(len(p) + len(a) for k in live for p, a in zip(*rows[k])), length_multiple)
   toks, masks, marks = [], [], []
   for k in live:
@@ -148,15 +155,19 @@ def poe_scores_many(params, adapters: Sequence[Any], views_per_task: Sequence[Se
     masks.append(m)
     marks.append(a)
   stacked = lora.stack([adapters[k] for k in live]) if all(have) else None
-  if stacked is None:  # the bare model: the same function, the adapter axis only over the rows
-    out = np.stack([np.asarray(_sequence_logprobs_jit(params, None, jnp.asarray(t), jnp.asarray(m),
-                                                      jnp.asarray(a), cfg=cfg, lora_cfg=None))
-                    for t, m, a in zip(toks, masks, marks)])
-  else:
-    out = np.asarray(_sequence_logprobs_many(params, stacked, jnp.asarray(np.stack(toks)),
-                                             jnp.asarray(np.stack(masks)),
-                                             jnp.asarray(np.stack(marks)), cfg=cfg,
-                                             lora_cfg=lora_cfg))
+  toks, masks, marks = np.stack(toks), np.stack(masks), np.stack(marks)
+  slices = []
+  for s in range(0, n_rows, per_call):
+    t, m, a = toks[:, s:s + per_call], masks[:, s:s + per_call], marks[:, s:s + per_call]
+    if stacked is None:  # the bare model: the same function, no adapter axis
+      slices.append(np.stack([np.asarray(_sequence_logprobs_jit(
+          params, None, jnp.asarray(t[i]), jnp.asarray(m[i]), jnp.asarray(a[i]), cfg=cfg,
+          lora_cfg=None)) for i in range(len(live))]))
+    else:
+      slices.append(np.asarray(_sequence_logprobs_many(
+          params, stacked, jnp.asarray(t), jnp.asarray(m), jnp.asarray(a), cfg=cfg,
+          lora_cfg=lora_cfg)))
+  out = np.concatenate(slices, axis=1)
   for row, k in enumerate(live):
     n_c, n_v = len(candidates_per_task[k]), len(views_per_task[k])
     results[k] = out[row, :n_c * n_v].astype(np.float64).reshape(n_c, n_v).sum(axis=1)
