@@ -492,8 +492,10 @@ def run_pipeline(cfg: Any) -> Optional[dict]:
 def run_and_print(cfg: Any) -> None:
   """What the pipeline and predict binaries do: initialise multi-process JAX when launched
   on several processes (tasks are then split), run, and print pass@2 and the report path."""
+  from ttt_jax import compile_cache
   from ttt_jax.parallel import mesh
   mesh.initialize_multihost()
+  compile_cache.enable(cfg.get("jax_cache_dir", ""))
   summary = run_pipeline(cfg)
   if summary is None:  # not process 0: process 0 wrote the outputs
     return

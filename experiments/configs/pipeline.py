@@ -33,6 +33,9 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
   c.out_dir = "runs/pipeline"
   c.adapters_dir = ""  # with ttt.enabled=False: use adapters saved here (experiments/ttt.py)
   c.seed = 0
+  # JAX's persistent compilation cache (ttt_jax.compile_cache): later runs with the same shapes
+  # skip the minutes of compiling the decode loop on CPU; {host}: one per machine. "": off.
+  c.jax_cache_dir = "~/.cache/ttt_jax/jax/{host}"
   c.ttt = config_dict.ConfigDict(dict(
       enabled=True, lora_rank=32, lora_alpha=16.0,
       lora_targets=("q", "v", "o", "gate", "up", "down"),
