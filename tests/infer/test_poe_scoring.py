@@ -117,3 +117,27 @@ def test_greedy_decode_scores_its_max_logprobs():
   P = len(prompt)
   best = logp[P - 1:P - 1 + len(greedy)].max(axis=-1).sum()
   np.testing.assert_allclose(score, best, rtol=1e-5, atol=1e-4)
+
+
+def test_answers_are_greedy_exactly_when_decoding_returns_them():
+  """Teacher-forced argmax agreement equals greedy decoding: the decoded answer passes, the
+  same answer with one token changed (anywhere) does not, and prompts do not mix."""
+  task, ad = _task(18, 2), _adapter(19)
+  prompts = [v.prompt_T for v in views.make_views(task, 0, n_orders=1)[:2]]
+  n = 8
+  greedy = []
+  for p in prompts:
+    out = np.asarray(decode.generate(PARAMS, ad, p[None], np.ones((1, len(p)), bool), cfg=CFG,
+                                     lora_cfg=LCFG, max_new_tokens=n, eos_id=tokens.EOS,
+                                     pad_id=tokens.PAD)[0])
+    greedy.append(out)  # n tokens, EOS or not: the property holds for any prefix length
+  changed = []
+  for k, g in enumerate(greedy):
+    bad = g.copy()
+    bad[k * 3 % n] = (bad[k * 3 % n] + 1) % tokens.VOCAB_SIZE
+    changed.append(bad)
+  got = scoring.answers_are_greedy(PARAMS, ad, prompts * 2, greedy + changed, cfg=CFG,
+                                   lora_cfg=LCFG)
+  assert got.tolist() == [True, True, False, False]
+  swapped = scoring.answers_are_greedy(PARAMS, ad, prompts, greedy[::-1], cfg=CFG, lora_cfg=LCFG)
+  assert swapped.tolist() == [np.array_equal(greedy[0], greedy[1])] * 2

@@ -115,6 +115,7 @@ class _Episode:
   query: Pair
   transform: aug_lib.Transform
   kind: str
+  indices: tuple[int, ...] = ()  # task.train index of each demo, then of the query ("ours")
 
   def key(self) -> tuple:
     return tuple((g.shape, g.tobytes()) for p in self.demos + (self.query,)
@@ -124,7 +125,8 @@ class _Episode:
 def build_ttt_dataset(task: Task, *, n_max: int = 250, max_tokens: int = 8192,
                       loss_mode: str = "all_outputs", augment: bool = True,
                       leave_two_out_topup: bool = True, seed: int = 0,
-                      mode: str = "ours") -> list[Example]:
+                      mode: str = "ours", pair_weights: Optional[Sequence[float]] = None
+                      ) -> list[Example]:
   """The task's TTT examples: shuffled, at most ``n_max``, each at most ``max_tokens`` long.
 
   Only demonstrations are used (never test inputs). Returns an empty list when
@@ -132,11 +134,22 @@ def build_ttt_dataset(task: Task, *, n_max: int = 250, max_tokens: int = 8192,
   caller records that and skips TTT for the task. ``mode="reference"`` differs
   (``_reference_dataset``): one demonstration is enough, examples are shorter than
   ``max_tokens``, and more than ``n_max`` come back when only leave-two-out ones fit.
+
+  ``pair_weights`` (one per ``task.train`` pair; "ours" mode only) scales the loss of each
+  pair's output tokens wherever the pair appears, as a demonstration or as the query; the
+  loss masks are then float32 weights. Self-training (``ttt_jax.selftrain``) appends
+  pseudo-labelled test pairs to ``task.train`` and gives them their own weight this way.
   """
   if loss_mode not in LOSS_MODES:
     raise ValueError(f"unknown loss mode {loss_mode!r}; expected one of {LOSS_MODES}")
   if mode not in DATA_MODES:
     raise ValueError(f"unknown TTT data mode {mode!r}; expected one of {DATA_MODES}")
+  if pair_weights is not None:
+    if mode != "ours":
+      raise ValueError(f"task {task.task_id}: pair_weights need data mode 'ours', got {mode!r}")
+    if len(pair_weights) != len(task.train):
+      raise ValueError(f"task {task.task_id}: {len(pair_weights)} pair weights for "
+                       f"{len(task.train)} demonstrations")
   rng = task_seed(task.task_id, seed)
   transforms = [aug_lib.IDENTITY]
   if augment:
@@ -149,8 +162,20 @@ def build_ttt_dataset(task: Task, *, n_max: int = 250, max_tokens: int = 8192,
     episodes = _our_dataset(task, transforms, n_max=n_max, max_tokens=max_tokens,
                             augment=augment, leave_two_out_topup=leave_two_out_topup, rng=rng)
   episodes = [episodes[i] for i in rng.permutation(len(episodes))]
-  return [episode_example(e.demos, e.query, loss_mode, task.task_id, e.kind, e.transform.name)
-          for e in episodes]
+  examples = [episode_example(e.demos, e.query, loss_mode, task.task_id, e.kind,
+                              e.transform.name) for e in episodes]
+  if pair_weights is not None:
+    examples = [_weighted(ex, e, pair_weights) for ex, e in zip(examples, episodes)]
+  return examples
+
+
+def _weighted(example: Example, episode: _Episode, pair_weights: Sequence[float]) -> Example:
+  """``example`` with each pair's output tokens weighted by that pair's weight."""
+  _, pair_index_T = tokens.encode_episode(episode.demos, episode.query.input,
+                                          episode.query.output)
+  w_P = np.asarray([pair_weights[i] for i in episode.indices] + [1.0], np.float32)
+  w_T = w_P[pair_index_T]  # index -1 (inputs, markers) reads the trailing 1.0
+  return dataclasses.replace(example, loss_mask_T=example.loss_mask_T.astype(np.float32) * w_T)
 
 
 def _our_dataset(task: Task, transforms: Sequence[aug_lib.Transform], *, n_max: int,
@@ -183,7 +208,8 @@ def _our_dataset(task: Task, transforms: Sequence[aug_lib.Transform], *, n_max: 
   out = []
   for s in chosen:
     t, pairs = views[s.view]
-    out.append(_Episode(tuple(pairs[i] for i in s.context), pairs[s.query], t, s.kind))
+    out.append(_Episode(tuple(pairs[i] for i in s.context), pairs[s.query], t, s.kind,
+                        tuple(s.context) + (s.query,)))
   return out
 
 

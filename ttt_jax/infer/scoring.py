@@ -70,6 +70,30 @@ _sequence_logprobs_jit = jax.jit(sequence_logprobs, static_argnames=("cfg", "lor
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "lora_cfg"))
+def _greedy_match(params, adapter, tokens_BxT, mask_BxT, answer_BxT, *, cfg, lora_cfg):
+  positions_BxT = transformer.positions_from_mask(mask_BxT)
+  logits_BxTxV = transformer.forward(params, adapter, tokens_BxT, positions_BxT, mask_BxT,
+                                     cfg=cfg, lora_cfg=lora_cfg)
+  hit_BxT = jnp.argmax(logits_BxTxV[:, :-1], axis=-1) == tokens_BxT[:, 1:]
+  return jnp.all(jnp.where(answer_BxT[:, 1:], hit_BxT, True), axis=-1)
+
+
+def answers_are_greedy(params, adapter, prompts: Sequence[np.ndarray],
+                       answers: Sequence[np.ndarray], *, cfg, lora_cfg=None,
+                       length_multiple: int = 64) -> np.ndarray:
+  """Whether greedy decoding of each prompt returns exactly its answer, in one forward pass:
+  it does iff every answer token is the argmax given the answer before it (teacher forcing).
+  bool[n]. Exact ties between logits count as the truth's token winning."""
+  if not prompts:
+    return np.zeros(0, bool)
+  length = bucket(max(len(p) + len(a) for p, a in zip(prompts, answers)), length_multiple)
+  t, m, a = right_pad(prompts, answers, length)
+  out = _greedy_match(params, adapter, jnp.asarray(t), jnp.asarray(m), jnp.asarray(a), cfg=cfg,
+                      lora_cfg=lora_cfg if adapter is not None else None)
+  return np.asarray(out, bool)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "lora_cfg"))
 def _sequence_logprobs_many(params, adapters_K, tokens_KxBxT, mask_KxBxT, answer_KxBxT, *, cfg,
                             lora_cfg):
   one = functools.partial(sequence_logprobs, params, cfg=cfg, lora_cfg=lora_cfg)

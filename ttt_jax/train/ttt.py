@@ -83,8 +83,13 @@ def _unstack(tree_K: PyTree, k: int) -> PyTree:
 def train_group(params: PyTree, datasets: Sequence[Sequence[Any]], task_ids: Sequence[str], *,
                 mcfg: Any, lcfg: Any, ocfg: OptimConfig, tcfg: TTTConfig,
                 mesh: Optional[jax.sharding.Mesh] = None, num_tasks: Optional[int] = None,
-                step_fn=None, params_shardings=None) -> tuple[list[PyTree], list[dict]]:
-  """Trains one group of tasks together; returns each task's adapter (numpy) and stats."""
+                step_fn=None, params_shardings=None, initial: Optional[Sequence[PyTree]] = None
+                ) -> tuple[list[PyTree], list[dict]]:
+  """Trains one group of tasks together; returns each task's adapter (numpy) and stats.
+
+  ``initial`` (one adapter per task id) continues training those adapters (self-training's
+  M-step) instead of starting from fresh ones; the optimizer state starts fresh either way.
+  """
   from ttt_jax.model import lora  # pylint: disable=g-import-not-at-top
   buckets = batching.default_buckets(tcfg.max_tokens, tcfg.min_bucket)
   k_total = num_tasks or len(task_ids)
@@ -92,7 +97,12 @@ def train_group(params: PyTree, datasets: Sequence[Sequence[Any]], task_ids: Seq
   plan = batching.plan_task_group(datasets, batch_size=tcfg.batch_size, epochs=tcfg.epochs,
                                   seeds=seeds, buckets=buckets, num_tasks=k_total)
   ids = list(task_ids) + [f"__pad{i}__" for i in range(k_total - len(task_ids))]
-  adapters = lora.stack([init_adapter(mcfg, lcfg, t, tcfg.seed) for t in ids])
+  if initial is not None and len(initial) != len(task_ids):
+    raise ValueError(f"{len(initial)} initial adapters for {len(task_ids)} tasks")
+  starts = [init_adapter(mcfg, lcfg, t, tcfg.seed) for t in ids]
+  if initial is not None:
+    starts[:len(task_ids)] = [jax.tree.map(np.asarray, a) for a in initial]
+  adapters = lora.stack(starts)
   init = functools.partial(steps.init_multitask_state, adapters, ocfg, plan.steps_K)
   if step_fn is None:
     from ttt_jax.model import transformer  # pylint: disable=g-import-not-at-top

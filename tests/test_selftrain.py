@@ -1,0 +1,117 @@
+import jax
+import numpy as np
+import pytest
+
+from ttt_jax import selftrain
+from ttt_jax.arc.task import Pair, Task
+from ttt_jax.data import loo
+from ttt_jax.infer import scoring, selection
+from ttt_jax.model import config, lora, transformer
+from ttt_jax.train import ttt
+from ttt_jax.train.optim import ttt_optim_config
+
+CFG = config.get_config("tiny").replace(dtype="float32")
+LCFG = lora.LoraConfig(rank=4, alpha=8.0)
+PARAMS = transformer.init_params(CFG, jax.random.key(0))
+
+
+def _g(v, shape=(2, 2)):
+  return np.full(shape, v).tolist()
+
+
+def _record(counts, scores=None):
+  cands = [{"grid": _g(i), "count": n, "identity_count": 0} for i, n in enumerate(counts)]
+  r = {"candidates": sorted(cands, key=lambda c: -c["count"]),
+       "ranked": [{"grid": c["grid"]} for c in sorted(cands, key=lambda c: -c["count"])]}
+  if scores is not None:
+    r = selection.attach_scores(r, [_g(i) for i in range(len(scores))], scores)
+  return r
+
+
+def _task(seed=0, n=3, shape=(2, 3)):
+  rng = np.random.default_rng(seed)
+  pairs = []
+  for _ in range(n + 1):
+    g = rng.integers(0, 10, size=shape).astype(np.int8)
+    pairs.append(Pair(g, g[::-1].copy()))
+  return Task(f"s{seed}", tuple(pairs[:n]), (Pair(pairs[n].input, None),))
+
+
+def test_pseudo_label_follows_the_confidence_rule():
+  r = _record([6, 3, 1], scores=[-1.0, -4.0, -9.0])
+  np.testing.assert_array_equal(selftrain.pseudo_label(r, selftrain.ConfidenceRule(0.6)), _g(0))
+  assert selftrain.pseudo_label(r, selftrain.ConfidenceRule(0.61)) is None  # share 0.6
+  margin = selftrain.ConfidenceRule(0.5, min_margin=3.0)
+  np.testing.assert_array_equal(selftrain.pseudo_label(r, margin), _g(0))  # -1 vs -4
+  assert selftrain.pseudo_label(r, selftrain.ConfidenceRule(0.5, min_margin=3.5)) is None
+  # Under poe the leader is the best-scored candidate, and its own share counts.
+  flipped = _record([6, 3, 1], scores=[-4.0, -1.0, -9.0])
+  assert selftrain.pseudo_label(flipped, selftrain.ConfidenceRule(0.3), "poe").tolist() == _g(1)
+  assert selftrain.pseudo_label(flipped, selftrain.ConfidenceRule(0.31), "poe") is None
+  assert selftrain.pseudo_label(_record([]), selftrain.ConfidenceRule(0.0)) is None
+  assert selftrain.pseudo_label(_record([4]), margin) is None  # unscored: no margin to trust
+  with pytest.raises(ValueError, match="min_vote_share"):
+    selftrain.ConfidenceRule(1.5)
+
+
+def test_m_step_data_weights_pseudo_pairs_wherever_they_appear():
+  task = _task(1, n=3)
+  label = np.asarray(task.test[0].input[::-1], np.int8)
+  data = selftrain.m_step_dataset(task, {0: label}, weight=0.25, n_max=40, max_tokens=512, seed=3)
+  grown = selftrain.with_pseudo_labels(task, {0: label})
+  assert len(grown.train) == 4 and np.array_equal(grown.train[3].output, label)
+  plain = loo.build_ttt_dataset(grown, n_max=40, max_tokens=512, seed=3)
+  assert [e.tokens_T.tolist() for e in data] == [e.tokens_T.tolist() for e in plain]
+  seen = set()
+  for e, p in zip(data, plain):
+    w = e.loss_mask_T
+    assert w.dtype == np.float32
+    np.testing.assert_array_equal(w > 0, p.loss_mask_T)  # same targets, only reweighted
+    seen |= set(np.unique(w[w > 0]).tolist())
+  assert seen == {0.25, 1.0}
+  same = selftrain.m_step_dataset(task, {0: label}, weight=1.0, n_max=40, max_tokens=512, seed=3)
+  for e, p in zip(same, plain):
+    np.testing.assert_array_equal(e.loss_mask_T, p.loss_mask_T.astype(np.float32))
+  with pytest.raises(ValueError, match="pair weights"):
+    loo.build_ttt_dataset(task, pair_weights=[1.0])
+
+
+def test_loo_exact_is_teacher_forced_greedy_on_each_demonstration():
+  task = _task(2, n=3)
+  got = selftrain.loo_exact(PARAMS, None, task, cfg=CFG)
+  prompts, answers = selftrain.loo_rows(task, CFG.max_seq_len)
+  assert len(prompts) == 3 and all(a[-1] == 14 for a in answers)  # EOS-terminated outputs
+  want = [scoring.answers_are_greedy(PARAMS, None, [p], [a], cfg=CFG)[0]
+          for p, a in zip(prompts, answers)]
+  assert got.tolist() == want
+  assert selftrain.verified(np.array([1, 0, 0], bool), np.array([0, 1, 0], bool))
+  assert not selftrain.verified(np.array([1, 1, 0], bool), np.array([0, 1, 0], bool))
+
+
+def test_top_unchanged_compares_every_input_leader():
+  a, b = _record([3, 1]), _record([1, 3])
+  assert selftrain.top_unchanged([a, a], [a, a]) and not selftrain.top_unchanged([a, a], [a, b])
+  assert not selftrain.top_unchanged([a], [_record([])])
+
+
+def test_train_group_continues_from_given_adapters():
+  """M-step training starts from the round's adapter: with a zero learning rate it comes back
+  unchanged, and it differs from a fresh start."""
+  task = _task(3, n=3)
+  data = [loo.build_ttt_dataset(task, n_max=4, max_tokens=128, augment=False)]
+  tcfg = ttt.TTTConfig(batch_size=2, epochs=1, n_max=4, max_tokens=128, min_bucket=128,
+                       augment=False, log_every=0)
+  start = jax.tree.map(lambda x: np.asarray(x) + 0.01,
+                       ttt.init_adapter(CFG, LCFG, "other", 7))
+  frozen, _ = ttt.train_group(PARAMS, data, [task.task_id], mcfg=CFG, lcfg=LCFG,
+                              ocfg=ttt_optim_config("tiny", learning_rate=0.0,
+                                                    weight_decay=0.0), tcfg=tcfg,
+                              initial=[start])
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=0, atol=1e-7), frozen[0], start)
+  fresh, _ = ttt.train_group(PARAMS, data, [task.task_id], mcfg=CFG, lcfg=LCFG,
+                             ocfg=ttt_optim_config("tiny", learning_rate=0.0, weight_decay=0.0),
+                             tcfg=tcfg)
+  assert not np.allclose(fresh[0]["layers"]["attn"]["q"]["a"], start["layers"]["attn"]["q"]["a"])
+  with pytest.raises(ValueError, match="initial adapters"):
+    ttt.train_group(PARAMS, data, [task.task_id], mcfg=CFG, lcfg=LCFG,
+                    ocfg=ttt_optim_config("tiny"), tcfg=tcfg, initial=[start, start])
