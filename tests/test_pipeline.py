@@ -253,3 +253,20 @@ def test_dfs_answers_keep_new_parsed_grids_only(monkeypatch):
 def test_spread_covers_the_range_evenly():
   assert pipeline.spread(list(range(10)), 3) == [0, 4, 9]  # 4.5 rounds to even
   assert pipeline.spread(list(range(3)), 8) == [0, 1, 2] and pipeline.spread([1], 0) == []
+
+
+def test_self_train_stage_runs_rounds_after_prediction(tmp_path, tiny_model_dir, monkeypatch):
+  """The pipeline's self_train section: a unanimous (planted) answer becomes a pseudo-label, the
+  task's adapter trains on it and is verified, and rounds.json records the round."""
+  from ttt_jax.infer import predict  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(predict, "decode_views", _planted_decode([np.full((2, 2), 3, np.int8)]))
+  c = _config("dev80-small:1", tiny_model_dir, str(tmp_path))
+  c.ttt.enabled = False
+  c.self_train.enabled, c.self_train.rounds, c.self_train.min_vote_share = True, 2, 0.9
+  summary = pipeline.run_pipeline(c)
+  rounds = json.load(open(os.path.join(str(tmp_path), "selftrain", "rounds.json")))
+  assert rounds[0]["labelled"] == 1 and rounds[0]["labels"] >= 1
+  assert rounds[0]["accepted"] + rounds[0]["rejected"] == 1
+  assert len(rounds) == 1  # accepted or not, the planted leader never changes: cached
+  assert "self_train" in json.load(open(os.path.join(str(tmp_path), "timings.json")))
+  assert summary["num_scored"] == 1

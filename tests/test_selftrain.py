@@ -1,3 +1,5 @@
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -115,3 +117,81 @@ def test_train_group_continues_from_given_adapters():
   with pytest.raises(ValueError, match="initial adapters"):
     ttt.train_group(PARAMS, data, [task.task_id], mcfg=CFG, lcfg=LCFG,
                     ocfg=ttt_optim_config("tiny"), tcfg=tcfg, initial=[start, start])
+
+
+def _const_task():
+  """Every output is the 1x1 grid [[1]]: a tiny LoRA learns it, so leave-one-out exactness
+  starts at 3/3 and a wrong pseudo-label has something to break."""
+  rng = np.random.default_rng(0)
+  one = np.ones((1, 1), np.int8)
+  pairs = [Pair(rng.integers(2, 10, (2, 2)).astype(np.int8), one) for _ in range(4)]
+  return Task("const", tuple(pairs[:3]), (Pair(pairs[3].input, one),))
+
+
+ST_LCFG = lora.LoraConfig(rank=8, alpha=16.0, targets=("q", "v", "o", "gate", "up", "down"))
+ST_TCFG = ttt.TTTConfig(batch_size=2, epochs=20, n_max=12, max_tokens=128, min_bucket=128,
+                        augment=False, log_every=0)
+ST_OCFG = ttt_optim_config("tiny", learning_rate=1e-2)
+
+
+class _StCfg:
+  def __init__(self, **kw):
+    self.__dict__.update(dict(rounds=3, min_vote_share=0.5, min_margin=0.0, weight=1.0,
+                              epochs=2) | kw)
+
+
+@pytest.mark.slow
+def test_rounds_accept_a_right_label_reject_a_wrong_one_and_resume(tmp_path, monkeypatch):
+  task = _const_task()
+  data = [loo.build_ttt_dataset(task, n_max=12, max_tokens=128, augment=False)]
+  start, _ = ttt.train_group(PARAMS, data, [task.task_id], mcfg=CFG, lcfg=ST_LCFG, ocfg=ST_OCFG,
+                             tcfg=ST_TCFG)
+  assert selftrain.loo_exact(PARAMS, start[0], task, cfg=CFG, lora_cfg=ST_LCFG).all()
+  calls, records = [], {}
+
+  def predict(ts, ads, round_dir):  # the leaders stay: the task is cached after one round
+    calls.append(([t.task_id for t in ts], round_dir))
+    return {t.task_id: records[t.task_id] for t in ts}
+
+  def run(label, out, **kw):
+    records[task.task_id] = [{"candidates": [{"grid": label, "count": 3}],
+                              "ranked": [{"grid": label}]}]
+    return selftrain.run_rounds(PARAMS, [task], {task.task_id: start[0]}, records, mcfg=CFG,
+                                lcfg=ST_LCFG, ocfg=ST_OCFG, tcfg=ST_TCFG, st_cfg=_StCfg(**kw),
+                                select_method="vote", predict=predict, out_dir=str(out))
+
+  final, rounds = run([[1]], tmp_path / "right")
+  assert [(s["accepted"], s["rejected"], s["labels_right"], s["continuing"]) for s in rounds] == [
+      (1, 0, 1, 0)]
+  assert calls == [(["const"], str(tmp_path / "right" / "selftrain" / "round1"))]
+  from ttt_jax.train import checkpoint  # pylint: disable=g-import-not-at-top
+  kept = checkpoint.load_adapter(str(tmp_path / "right" / "selftrain" / "round1" / "adapters"),
+                                 "const")[0]
+  # Deterministic: the same round in another directory trains the same adapter.
+  run([[1]], tmp_path / "again")
+  again = checkpoint.load_adapter(str(tmp_path / "again" / "selftrain" / "round1" / "adapters"),
+                                  "const")[0]
+  jax.tree.map(np.testing.assert_array_equal, kept, again)
+
+  calls.clear()
+  final, rounds = run([[2]], tmp_path / "wrong", weight=5.0, epochs=10)
+  assert [(s["accepted"], s["rejected"], s["labels_right"]) for s in rounds] == [(0, 1, 0)]
+  assert calls == [] and final["const"][0]["candidates"][0]["grid"] == [[2]]
+  assert not os.path.exists(tmp_path / "wrong" / "selftrain" / "round1" / "adapters")
+
+  # A rerun reads the saved decisions instead of training again.
+  monkeypatch.setattr(ttt, "train_group", lambda *a, **k: pytest.fail("retrained"))
+  _, again_rounds = run([[1]], tmp_path / "right")
+  assert [(s["accepted"], s["labels_right"]) for s in again_rounds] == [(1, 1)]
+
+
+def test_rounds_without_a_confident_candidate_change_nothing(tmp_path):
+  task = _const_task()
+  split = [{"candidates": [{"grid": [[1]], "count": 2}, {"grid": [[3]], "count": 2}],
+            "ranked": [{"grid": [[1]]}, {"grid": [[3]]}]}]
+  final, rounds = selftrain.run_rounds(
+      PARAMS, [task], {task.task_id: None}, {task.task_id: split}, mcfg=CFG, lcfg=ST_LCFG,
+      ocfg=ST_OCFG, tcfg=ST_TCFG, st_cfg=_StCfg(min_vote_share=0.75), select_method="vote",
+      predict=lambda *a: pytest.fail("predicted"), out_dir=str(tmp_path))
+  assert final == {task.task_id: split}
+  assert [(s["labelled"], s["accepted"], s["continuing"]) for s in rounds] == [(0, 0, 0)]

@@ -435,6 +435,32 @@ def _ttt_stage(cfg: Any, tasks: Sequence[Task], params: Any, mcfg: Any, task_par
   return lcfg, adapters, notes
 
 
+def _self_train_stage(cfg: Any, tasks: Sequence[Task], params: Any, mcfg: Any, lcfg: Any,
+                      adapters: Mapping[str, Any], results: dict[str, list[dict]],
+                      task_parallel: bool) -> dict[str, list[dict]]:
+  """Self-training rounds after prediction (``ttt_jax.selftrain``); returns the final records.
+  Rounds write under ``<out_dir>/selftrain/``; the adapters continue with the TTT settings."""
+  from ttt_jax import selftrain
+  if task_parallel:
+    raise NotImplementedError("self_train runs in one process for now; launch the pipeline "
+                              "on one process or set --config.self_train.enabled=False")
+  lcfg_ttt, ocfg, tcfg = ttt_configs(cfg, mcfg)
+  lcfg = lcfg or lcfg_ttt
+
+  def predict_round(ts, ads, round_dir):
+    return predict_tasks(params, ts, ads, mcfg=mcfg, lcfg=lcfg, out_dir=round_dir,
+                         view_cfg=cfg.infer, group_size=cfg.infer.group_size,
+                         vote_cfg=cfg.vote.to_dict(), search_cfg=cfg.get("search"),
+                         select_cfg=cfg.get("select"))
+
+  select_method = cfg.select.method if cfg.get("select") is not None else "vote"
+  final, _ = selftrain.run_rounds(params, tasks, {t.task_id: adapters.get(t.task_id) for t in tasks},
+                                  results, mcfg=mcfg, lcfg=lcfg, ocfg=ocfg, tcfg=tcfg,
+                                  st_cfg=cfg.self_train, select_method=select_method,
+                                  predict=predict_round, out_dir=cfg.out_dir)
+  return final
+
+
 def run_pipeline(cfg: Any) -> Optional[dict]:
   """Runs every stage for ``cfg`` (see ``experiments/configs/pipeline.py``); returns the scores.
 
@@ -478,6 +504,11 @@ def run_pipeline(cfg: Any) -> Optional[dict]:
                           search_cfg=cfg.get("search"), select_cfg=cfg.get("select"),
                           timings=timings)
   timings["predict"] = time.perf_counter() - t2
+  st_cfg = cfg.get("self_train")
+  if st_cfg is not None and st_cfg.enabled:
+    t3 = time.perf_counter()
+    results = _self_train_stage(cfg, tasks, params, mcfg, lcfg, adapters, results, task_parallel)
+    timings["self_train"] = time.perf_counter() - t3
   timings["total"] = time.perf_counter() - t0
   summary = None
   if multihost.process_index() == 0:

@@ -16,9 +16,14 @@ a task whose top candidate stops changing is cached and searched no more).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional, Sequence
+import json
+import os
+import time
+from collections.abc import Mapping
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
+from absl import logging
 
 from ttt_jax.arc.task import Grid, Pair, Task
 from ttt_jax.data import loo, tokens
@@ -128,3 +133,131 @@ def top_unchanged(before: Sequence[dict], after: Sequence[dict], method: str = "
     if ta is not None and not (ta.shape == tb.shape and np.array_equal(ta, tb)):
       return False
   return len(before) == len(after)
+
+
+SELFTRAIN = "selftrain"
+
+
+def _decision_path(round_dir: str, task_id: str) -> str:
+  return os.path.join(round_dir, "decisions", task_id.replace("/", "_") + ".json")
+
+
+def _truth_match(task: Task, labels: dict[int, Grid]) -> Optional[int]:
+  """How many pseudo-labels equal the true outputs (None without them): measured, never used."""
+  if not task.has_test_outputs:
+    return None
+  return sum(int(np.asarray(task.test[j].output).shape == np.asarray(g).shape
+                 and np.array_equal(task.test[j].output, g)) for j, g in labels.items())
+
+
+def run_rounds(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any],
+               results: dict[str, list[dict]], *, mcfg: Any, lcfg: Any, ocfg: Any, tcfg: Any,
+               st_cfg: Any, select_method: str, predict: Callable[..., dict[str, list[dict]]],
+               out_dir: str) -> tuple[dict[str, list[dict]], list[dict]]:
+  """Up to ``st_cfg.rounds`` self-training rounds over ``tasks``; returns the final records
+  per task and one summary per round (also in ``<out_dir>/selftrain/rounds.json``).
+
+  ``adapters``: each task's adapter after TTT (None: a fresh one, i.e. the base model).
+  ``predict(tasks, adapters, round_dir)`` is the pipeline's prediction (views, search, vote,
+  selection) writing under ``round_dir``. A task leaves the loop (cached) when it has no
+  confident candidate, when its adapter was rejected, or when its leaders did not change.
+  Each decision is saved (``round<r>/decisions/``) with the adapter it accepted, so a rerun
+  resumes; prediction files resume as ``predict`` does.
+  """
+  import jax  # deferred: the pure parts above import without JAX
+  from ttt_jax.data import batching
+  from ttt_jax.train import checkpoint, ttt
+  rule = ConfidenceRule(st_cfg.min_vote_share, st_cfg.min_margin)
+  by_id = {t.task_id: t for t in tasks}
+  current = {}
+  for t in tasks:
+    a = adapters.get(t.task_id)
+    current[t.task_id] = (a if a is not None else
+                          jax.tree.map(np.asarray, ttt.init_adapter(mcfg, lcfg, t.task_id, tcfg.seed)))
+  records = {tid: list(rs) for tid, rs in results.items()}
+  active = [t.task_id for t in tasks]
+  summaries = []
+  for r in range(1, int(st_cfg.rounds) + 1):
+    if not active:
+      break
+    t0 = time.perf_counter()
+    round_dir = os.path.join(out_dir, SELFTRAIN, f"round{r}")
+    labels = {}
+    for tid in active:
+      found = {j: pseudo_label(rec, rule, select_method) for j, rec in enumerate(records[tid])}
+      found = {j: g for j, g in found.items() if g is not None}
+      if found:
+        labels[tid] = found
+    decided = {}
+    todo = []
+    for tid in labels:
+      path = _decision_path(round_dir, tid)
+      if os.path.exists(path):
+        with open(path) as f:
+          decided[tid] = json.load(f)
+      else:
+        todo.append(tid)
+    data = {tid: m_step_dataset(by_id[tid], labels[tid], weight=st_cfg.weight, n_max=tcfg.n_max,
+                                max_tokens=tcfg.max_tokens, loss_mode=tcfg.loss_mode,
+                                augment=tcfg.augment, seed=tcfg.seed + r) for tid in todo}
+    trainable = [tid for tid in todo if data[tid]]
+    buckets = batching.default_buckets(tcfg.max_tokens, tcfg.min_bucket)
+    lengths = [max(batching.input_length(e) for e in data[tid]) for tid in trainable]
+    new_adapters = {}
+    for group in batching.group_by_length(lengths, max(tcfg.group_size, 1), buckets):
+      ids = [trainable[i] for i in group]
+      trained, _ = ttt.train_group(params, [data[t] for t in ids], ids, mcfg=mcfg, lcfg=lcfg,
+                                   ocfg=ocfg, tcfg=tcfg.replace(epochs=st_cfg.epochs),
+                                   initial=[current[t] for t in ids])
+      new_adapters.update(zip(ids, trained))
+    for tid in todo:
+      task = by_id[tid]
+      decision = {"task_id": tid, "round": r, "labels": {str(j): np.asarray(g).tolist()
+                                                         for j, g in labels[tid].items()},
+                  "labels_right": _truth_match(task, labels[tid])}
+      if tid not in new_adapters:
+        decision.update(status="no_data")
+      else:
+        before = loo_exact(params, current[tid], task, cfg=mcfg, lora_cfg=lcfg,
+                           max_tokens=tcfg.max_tokens)
+        after = loo_exact(params, new_adapters[tid], task, cfg=mcfg, lora_cfg=lcfg,
+                          max_tokens=tcfg.max_tokens)
+        ok = verified(before, after)
+        decision.update(status="accepted" if ok else "rejected", loo_before=before.tolist(),
+                        loo_after=after.tolist())
+        if ok:
+          checkpoint.save_adapter(os.path.join(round_dir, "adapters"), tid, new_adapters[tid],
+                                  {"task_id": tid, "status": "trained", "round": r})
+      os.makedirs(os.path.dirname(_decision_path(round_dir, tid)), exist_ok=True)
+      _write_json(_decision_path(round_dir, tid), decision)
+      decided[tid] = decision
+    accepted = [tid for tid, d in decided.items() if d["status"] == "accepted"]
+    for tid in accepted:
+      current[tid] = checkpoint.load_adapter(os.path.join(round_dir, "adapters"), tid)[0]
+    new_records = predict([by_id[t] for t in accepted], {t: current[t] for t in accepted},
+                          round_dir) if accepted else {}
+    still = []
+    for tid in accepted:
+      if not top_unchanged(records[tid], new_records[tid], select_method):
+        still.append(tid)
+      records[tid] = new_records[tid]
+    right = [d["labels_right"] for d in decided.values() if d["labels_right"] is not None]
+    summary = {"round": r, "active": len(active), "labelled": len(labels),
+               "accepted": len(accepted),
+               "rejected": sum(d["status"] == "rejected" for d in decided.values()),
+               "labels": sum(len(v) for v in labels.values()),
+               "labels_right": sum(right) if right else None,
+               "continuing": len(still), "seconds": time.perf_counter() - t0}
+    logging.info("self-training round %d: %s", r, summary)
+    summaries.append(summary)
+    active = still
+  os.makedirs(os.path.join(out_dir, SELFTRAIN), exist_ok=True)
+  _write_json(os.path.join(out_dir, SELFTRAIN, "rounds.json"), summaries)
+  return records, summaries
+
+
+def _write_json(path: str, value: Any) -> None:
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(value, f, indent=1)
+  os.replace(tmp, path)

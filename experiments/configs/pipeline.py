@@ -87,6 +87,14 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
   # max_rows bounds the sequences (tasks x candidates x views) of one scoring pass. Scores go
   # to candidates.json and the report.
   c.select = config_dict.ConfigDict(dict(method="vote", max_candidates=8, views=8, max_rows=32))
+  # Test-time self-training after prediction (ttt_jax.selftrain): up to `rounds` rounds; a test
+  # input's leading candidate (by select.method) becomes a pseudo-label when its vote share is
+  # at least min_vote_share and (min_margin > 0) its PoE score beats the runner-up's by
+  # min_margin nats; pseudo pairs join the leave-one-out data with loss weight `weight`, the
+  # adapter trains `epochs` more epochs and is kept only if leave-one-out exactness on the real
+  # demonstrations does not drop. Rounds write under out_dir/selftrain/.
+  c.self_train = config_dict.ConfigDict(dict(
+      enabled=False, rounds=3, min_vote_share=0.5, min_margin=0.0, weight=0.5, epochs=1))
 
   if preset == "paper":
     c.tasks = "dev80"
