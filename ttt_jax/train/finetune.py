@@ -56,8 +56,9 @@ def model_setup(cfg: Any):
   initialised by the caller.
   """
   from ttt_jax.model import lora, transformer  # pylint: disable=g-import-not-at-top
+  from ttt_jax.model import overrides as overrides_lib  # pylint: disable=g-import-not-at-top
   init = cfg.get("init_params", "")
-  overrides = dict(cfg.get("model_overrides", {}) or {})
+  overrides = overrides_lib.set_overrides(cfg.get("model_overrides"))
   if init and os.path.exists(os.path.join(init, "config.json")):
     overrides = runtime_overrides(overrides, saved_config(init), init)
   name = overrides.pop("name", None)  # get_config takes the preset's name positionally
