@@ -55,6 +55,7 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
       feed_workers=0))  # processes making examples (ttt_jax.train.feed); -1: all cores but two
   c.out_dir = "runs/finetune"
   c.log_every = 10
+  c.tensorboard = True  # also out_dir/tensorboard event files, if tensorboardX is installed
   c.eval_every = 500
   c.checkpoint_every = 500
   c.keep_checkpoints = 3
