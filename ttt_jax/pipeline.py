@@ -484,7 +484,9 @@ def run_pipeline(cfg: Any) -> Optional[dict]:
   logging.info("pipeline: %d tasks from %s (%d failed to load)", len(tasks), cfg.tasks,
                len(errors))
   model_dir = cfg.model_dir or store.DEFAULT_MODEL_DIR
-  params, mcfg = checkpoint.load_base_model(model_dir, "", dict(cfg.get("model_overrides") or {}))
+  from ttt_jax.model import overrides  # pylint: disable=g-import-not-at-top
+  params, mcfg = checkpoint.load_base_model(model_dir, "",
+                                            overrides.set_overrides(cfg.get("model_overrides")))
   timings["load"] = time.perf_counter() - t0
 
   t1 = time.perf_counter()

@@ -11,6 +11,7 @@ import numpy as np
 from ttt_jax.data import batching
 from ttt_jax.model import config as config_lib
 from ttt_jax.model import lora as lora_lib
+from ttt_jax.model import overrides as overrides_lib
 from ttt_jax.model import transformer
 from ttt_jax.train import metrics, optim
 
@@ -35,7 +36,7 @@ def synthetic_batch(vocab_size: int, batch_size: int, seq_len: int, seed: int) -
 
 
 def model_config(name: str, cfg, **overrides) -> config_lib.ModelConfig:
-  return config_lib.get_config(name, **{**dict(cfg.model_overrides), **overrides})
+  return config_lib.get_config(name, **{**overrides_lib.set_overrides(cfg.model_overrides), **overrides})
 
 
 def lora_config(cfg) -> lora_lib.LoraConfig:

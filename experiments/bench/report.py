@@ -7,6 +7,8 @@ import math
 import os
 from typing import Callable, Optional
 
+from ttt_jax.model import overrides as overrides_lib
+
 HEADER = """# Benchmarks
 
 Written by `experiments/benchmark.py` (see the README's Benchmarks section). Every figure is a ratio measured in one
@@ -65,7 +67,8 @@ def provenance(env: dict, cfg, command: str) -> list[str]:
           + ("" if env["peak_flops"] and env["hbm_bandwidth"] else
              " (no table entry for this device, so MFU / roofline columns say n/a; "
              "give them with --config.peak_flops / --config.hbm_bandwidth)"),
-          f"- config: preset `{cfg.preset}`, model overrides {dict(cfg.model_overrides)}, LoRA rank "
+          f"- config: preset `{cfg.preset}`, model overrides "
+          f"{overrides_lib.set_overrides(cfg.model_overrides)}, LoRA rank "
           f"{cfg.lora_cfg.rank} alpha {cfg.lora_cfg.alpha} targets {','.join(cfg.lora_cfg.targets)}; "
           f"median of {cfg.iters} timed calls after {cfg.warmup} warm-up"
           + (f"; train steps compiled with {dict(cfg.compiler_options)}" if cfg.get("compiler_options") else ""),

@@ -9,6 +9,7 @@ is ``--config.model_overrides.attention_impl=cudnn``.
 from ml_collections import config_dict
 
 from experiments.configs import pipeline as pipeline_config
+from ttt_jax.model import overrides
 
 
 def get_config(preset: str = "gpu") -> config_dict.ConfigDict:
@@ -22,7 +23,7 @@ def get_config(preset: str = "gpu") -> config_dict.ConfigDict:
   c.hf = True  # also time HF transformers + peft (torch) on the same device
   # Applied to every model preset: bf16 activations; the frozen base of LoRA runs in bf16 too
   # (``lora_base_param_dtype``), full fine-tuning keeps float32 master weights (mixed precision).
-  c.model_overrides = config_dict.ConfigDict(dict(dtype="bfloat16", attention_impl=config_dict.placeholder(str)))
+  c.model_overrides = overrides.override_fields(dtype="bfloat16")  # any ModelConfig field but rope_scaling
   c.lora_base_param_dtype = "bfloat16"
   c.lora_cfg = config_dict.ConfigDict(dict(rank=64, alpha=16.0, targets=("q", "v", "o", "gate", "up", "down")))
   # 0: look the device up in the tables of experiments/benchmark.py (CPU has none: columns say n/a).
@@ -56,8 +57,7 @@ def get_config(preset: str = "gpu") -> config_dict.ConfigDict:
     c.label = "CPU smoke (not a performance figure)"
     c.warmup = 1
     c.iters = 3
-    c.model_overrides = config_dict.ConfigDict(dict(dtype="float32", max_seq_len=512,
-                                                    attention_impl=config_dict.placeholder(str)))
+    c.model_overrides = overrides.override_fields(dtype="float32", max_seq_len=512)
     c.lora_base_param_dtype = "float32"
     c.lora_cfg.rank = 8
     c.lora.models = ("tiny",)

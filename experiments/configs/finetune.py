@@ -10,6 +10,8 @@ Override anything from the command line, e.g. ``--config.steps=500 --config.opti
 
 from ml_collections import config_dict
 
+from ttt_jax.model import overrides
+
 # Held out of the cpu preset's fine-tuning; each has a related family that is trained on
 # (crop_largest_object, gravity_cells, tile_with_flips, overlay_and/or, recolour_by_size,
 # hollow_rectangles), so the held-out tasks are new but not alien.
@@ -20,7 +22,9 @@ HELD_OUT_FAMILIES = ("crop_smallest_object", "draw_bounding_box", "gravity_objec
 def get_config(preset: str = "") -> config_dict.ConfigDict:
   c = config_dict.ConfigDict()
   c.model = "arc-small"  # preset of ttt_jax.model.config
-  c.model_overrides = config_dict.ConfigDict()  # e.g. {"dtype": "float32", "remat": True}
+  # Every ModelConfig field but rope_scaling, unset (None) unless given, e.g.
+  # --config.model_overrides.dim=256 --config.model_overrides.remat=True (ttt_jax.model.overrides).
+  c.model_overrides = overrides.override_fields()
   c.init_params = ""  # directory written by a previous run's save_params (out_dir/params)
   c.lora = config_dict.ConfigDict(dict(enabled=False, rank=64, alpha=16.0,
                                        targets=("q", "v", "o", "gate", "up", "down")))
@@ -51,6 +55,7 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
       feed_workers=0))  # processes making examples (ttt_jax.train.feed); -1: all cores but two
   c.out_dir = "runs/finetune"
   c.log_every = 10
+  c.tensorboard = True  # also out_dir/tensorboard event files, if tensorboardX is installed
   c.eval_every = 500
   c.checkpoint_every = 500
   c.keep_checkpoints = 3
@@ -61,7 +66,7 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
 
   if preset == "quick":  # tiny model on CPU in about two minutes
     c.model = "tiny"
-    c.model_overrides = config_dict.ConfigDict(dict(max_seq_len=1024, dtype="float32"))
+    c.model_overrides = overrides.override_fields(max_seq_len=1024, dtype="float32")
     c.optim.learning_rate = 1e-3
     c.optim.warmup_steps = 20
     c.steps = 100
@@ -90,9 +95,9 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
     c.async_checkpoint = False
   elif preset == "gpu":  # one H100/H200 for ~15 minutes (docs/training.md, "GPU recipe")
     c.model = "arc-cpu"  # the default model's design (grid positions, compact vocabulary) ...
-    c.model_overrides = config_dict.ConfigDict(dict(  # ... at 7.7M parameters: 15.3 MB in bf16
+    c.model_overrides = overrides.override_fields(  # ... at 7.7M parameters: 15.3 MB in bf16
         dim=384, n_layers=6, n_heads=6, n_kv_heads=2, head_dim=64, ffn_dim=768,
-        max_seq_len=8192, dtype="bfloat16", remat=True, name="arc-gpu"))
+        max_seq_len=8192, dtype="bfloat16", remat=True, name="arc-gpu")
     c.optim.learning_rate = 1e-3
     c.optim.warmup_steps = 1000
     c.optim.final_lr_frac = 0.05

@@ -22,6 +22,7 @@ CPU smoke run whose answers are cut at the largest demonstration output.
 from ml_collections import config_dict
 
 from ttt_jax import voting  # numpy only
+from ttt_jax.model import overrides
 
 
 def get_config(preset: str = "") -> config_dict.ConfigDict:
@@ -29,7 +30,7 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
   c.tasks = "dev80-small"  # any ttt_jax.arc.io.load_tasks spec ("name:N" keeps N tasks)
   c.solutions = ""  # Kaggle solutions file, when tasks is a challenges file
   c.model_dir = ""  # a ttt_jax.model.store directory; "" = the embedded default model
-  c.model_overrides = config_dict.ConfigDict()
+  c.model_overrides = overrides.override_fields()  # --config.model_overrides.FIELD=... (any ModelConfig field)
   c.out_dir = "runs/pipeline"
   c.adapters_dir = ""  # with ttt.enabled=False: use adapters saved here (experiments/ttt.py)
   c.seed = 0

@@ -10,11 +10,13 @@ clipping off (None does too, from Python), as the reference code trains; ``ttt.d
 
 from ml_collections import config_dict
 
+from ttt_jax.model import overrides
+
 
 def get_config(preset: str = "") -> config_dict.ConfigDict:
   c = config_dict.ConfigDict()
   c.model = "arc-small"
-  c.model_overrides = config_dict.ConfigDict()
+  c.model_overrides = overrides.override_fields()  # --config.model_overrides.FIELD=... (any ModelConfig field)
   c.params = ""  # fine-tuned parameters (finetune's out_dir/params); "" = random init (smoke only)
   c.tasks = "dev80"  # any ttt_jax.arc.io.load_tasks spec; "name:N" keeps the first N
   c.out_dir = "runs/ttt"
@@ -33,7 +35,7 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
 
   if preset == "quick":
     c.model = "tiny"
-    c.model_overrides = config_dict.ConfigDict(dict(max_seq_len=1024, dtype="float32"))
+    c.model_overrides = overrides.override_fields(max_seq_len=1024, dtype="float32")
     c.tasks = "dev80:4"
     c.out_dir = "runs/ttt_quick"
     c.lora.rank = 8

@@ -132,8 +132,8 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
-def get_config(name: str, **overrides) -> ModelConfig:
-  """Returns the preset ``name`` with optional field overrides."""
+def get_config(name: str, /, **overrides) -> ModelConfig:
+  """Returns the preset ``name`` with optional field overrides (``name=`` among them renames it)."""
   if name not in PRESETS:
     raise KeyError(f"unknown model preset {name!r}; known: {sorted(PRESETS)}")
   cfg = PRESETS[name]

@@ -6,7 +6,8 @@ checkpoint (state + data position) if any, then per step: take the next examples
 stream, pad them to a bucket length, dispatch the jitted (donating) step, and only then read the
 *previous* step's metrics, so the host never stalls the device. It stops on a NaN/inf loss
 (without checkpointing the bad state), evaluates held-out loss periodically, logs JSON lines to
-``out_dir/metrics.jsonl`` and exports the final parameters to ``out_dir/params``.
+``out_dir/metrics.jsonl`` (and TensorBoard event files when tensorboardX is installed:
+``ttt_jax.train.metrics_log``) and exports the final parameters to ``out_dir/params``.
 
 Batches come from ``ttt_jax.train.feed``: in stream order or from length-sorted windows
 (``cfg.batch_tokens``), made in this process or by worker processes (``cfg.data.feed_workers``).
@@ -37,7 +38,7 @@ from ttt_jax.data import batching
 from ttt_jax.data import tokens as tokens_lib
 from ttt_jax.parallel import mesh as mesh_lib
 from ttt_jax.parallel import sharding
-from ttt_jax.train import checkpoint, feed, metrics as metrics_lib, steps, task_stream
+from ttt_jax.train import checkpoint, feed, metrics as metrics_lib, metrics_log, steps, task_stream
 from ttt_jax.train.optim import OptimConfig
 
 PyTree = Any
@@ -56,8 +57,9 @@ def model_setup(cfg: Any):
   initialised by the caller.
   """
   from ttt_jax.model import lora, transformer  # pylint: disable=g-import-not-at-top
+  from ttt_jax.model import overrides as overrides_lib  # pylint: disable=g-import-not-at-top
   init = cfg.get("init_params", "")
-  overrides = dict(cfg.get("model_overrides", {}) or {})
+  overrides = overrides_lib.set_overrides(cfg.get("model_overrides"))
   if init and os.path.exists(os.path.join(init, "config.json")):
     overrides = runtime_overrides(overrides, saved_config(init), init)
   name = overrides.pop("name", None)  # get_config takes the preset's name positionally
@@ -352,7 +354,6 @@ def run_finetune(cfg: Any, *, make_stream: Optional[Callable[[int], Iterator[Tas
   n_trainable = transformer.count_params(state.trainable)
   peak = cfg.get("peak_flops_per_device") or metrics_lib.peak_flops_per_device()
   meter = metrics_lib.Throughput(cfg.steps, start_step)
-  log_path = os.path.join(cfg.out_dir, "metrics.jsonl")
   examples, close_feed = example_stream(cfg, feed_state.position, make_stream, to_example)
   batch_iter = feed.batches(examples, feed_state, batch_size=cfg.batch_size, buckets=buckets,
                             batch_tokens=int(cfg.get("batch_tokens", 0) or 0),
@@ -392,8 +393,7 @@ def run_finetune(cfg: Any, *, make_stream: Optional[Callable[[int], Iterator[Tas
     if ok and eval_loss_of is not None:
       record["eval_loss"] = evaluate(eval_loss_of)
       logging.info("step %d eval loss %.4f", step, record["eval_loss"])
-    log_file.write(json.dumps(record) + "\n")
-    log_file.flush()
+    records.write(record)
     if on_step is not None:
       on_step(step, record)
     return ok
@@ -403,7 +403,9 @@ def run_finetune(cfg: Any, *, make_stream: Optional[Callable[[int], Iterator[Tas
   stop_reason = "time_budget" if over_budget(elapsed_before, max_minutes) else None
   step = start_step
   try:
-    with open(log_path, "a") as log_file, StopSignal() as stop:
+    tensorboard = bool(cfg.get("tensorboard", True)) and jax.process_index() == 0
+    with metrics_log.MetricsLog(cfg.out_dir, start_step=start_step,
+                                tensorboard=tensorboard) as records, StopSignal() as stop:
       while stop_reason is None and step < cfg.steps:
         step += 1
         fb = next(batch_iter)

@@ -239,10 +239,10 @@ def run_ttt(tasks: Sequence[Task], params: PyTree, *, mcfg: Any, lcfg: Any, ocfg
 def run_ttt_from_config(cfg: Any) -> dict:
   """What ``experiments/ttt.py`` runs: loads tasks and base parameters, then ``run_ttt``."""
   from ttt_jax.arc import io as arc_io  # pylint: disable=g-import-not-at-top
-  from ttt_jax.model import lora, transformer  # pylint: disable=g-import-not-at-top
+  from ttt_jax.model import lora, overrides, transformer  # pylint: disable=g-import-not-at-top
   from ttt_jax.train.optim import ttt_optim_config  # pylint: disable=g-import-not-at-top
   loaded, mcfg = checkpoint.load_base_model(cfg.params, cfg.model,
-                                            dict(cfg.get("model_overrides", {}) or {}))
+                                            overrides.set_overrides(cfg.get("model_overrides")))
   lcfg = lora.LoraConfig(rank=cfg.lora.rank, alpha=cfg.lora.alpha, targets=tuple(cfg.lora.targets))
   optim_kw = dict(cfg.optim)
   if optim_kw.get("learning_rate") is None:  # None: the paper's choice for the model
