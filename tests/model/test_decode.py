@@ -243,3 +243,70 @@ def test_grow_cache_keeps_contents_and_grid_state():
   assert int(grown["index"]) == 3 and np.array_equal(grown["grid"], cache["grid"])
   with pytest.raises(ValueError, match="shrink"):
     decode.grow_cache(cache, 2)
+
+
+def _completion(prefix):
+  """A continuation that makes ``prefix`` (no EOS yet) a valid answer, when one exists."""
+  from ttt_jax.data import tokens  # pylint: disable=g-import-not-at-top
+  rows = [[]]
+  for t in prefix:
+    if t == tokens.NL:
+      rows.append([])
+    else:
+      rows[-1].append(t)
+  done_rows, cur = rows[:-1], rows[-1]
+  width = len(done_rows[0]) if done_rows else max(len(cur), 1)
+  fill = [0] * (width - len(cur)) + [tokens.NL] if (cur or not done_rows) else []
+  return fill + [tokens.EOS]
+
+
+def test_grid_step_stops_exactly_when_no_continuation_parses():
+  """Over (without EOS) iff no continuation gives a grid: a parsing completion exists before,
+  none of several after."""
+  from ttt_jax.data import tokens  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  grids = [rng.integers(0, 10, (h, w)) for h, w in [(1, 1), (3, 5), (30, 2), (2, 30)]]
+  seqs = [list(tokens.encode_grid(g)) + [tokens.EOS] for g in grids]
+  alphabet = [0, 3, 9, tokens.NL, tokens.NL, tokens.EOS, tokens.IN]
+  seqs += [list(rng.choice(alphabet, size=int(rng.integers(1, 40)))) for _ in range(300)]
+  seqs += [[1, 2, tokens.NL, 3, tokens.NL], [tokens.NL], [4] * 31, ([5, tokens.NL] * 31)]
+  for seq in seqs:
+    state = decode.grid_state_init(1)
+    for k, t in enumerate(seq):
+      state, over = decode.grid_step(state, jnp.asarray([t], jnp.int32))
+      prefix = seq[:k + 1]
+      if t == tokens.EOS:
+        assert bool(over[0])
+        break
+      if bool(over[0]):
+        for tail in ([tokens.EOS], [tokens.NL, tokens.EOS], [0, tokens.NL, tokens.EOS]):
+          assert tokens.decode_answer(prefix + tail) is None, (prefix, tail)
+        break
+      assert tokens.decode_answer(prefix + _completion(prefix)) is not None, prefix
+  for seq in seqs[:4]:  # a valid answer is never cut: over only at its EOS
+    state, overs = decode.grid_state_init(1), []
+    for t in seq:
+      state, over = decode.grid_step(state, jnp.asarray([t], jnp.int32))
+      overs.append(bool(over[0]))
+    assert overs == [False] * (len(seq) - 1) + [True]
+
+
+def test_grid_stop_gives_the_same_answers_and_stops_astray_rows():
+  from ttt_jax.data import tokens  # pylint: disable=g-import-not-at-top
+  from ttt_jax.model import config as config_lib  # pylint: disable=g-import-not-at-top
+  cfg = config_lib.get_config("tiny", dtype="float32")
+  p = transformer.init_params(cfg, jax.random.key(3))
+  rng = np.random.default_rng(1)
+  prompts = rng.integers(0, 11, (6, 12)).astype(np.int32)
+  mask = np.ones_like(prompts, bool)
+  kw = dict(cfg=cfg, max_new_tokens=40, eos_id=tokens.EOS, pad_id=tokens.PAD, chunk=16)
+  plain = np.asarray(decode.generate(p, None, prompts, mask, **kw))
+  stopped = np.asarray(decode.generate(p, None, prompts, mask, grid_stop=True, **kw))
+  for a, b in zip(plain, stopped):
+    ga, gb = tokens.decode_answer(a), tokens.decode_answer(b)
+    assert (ga is None) == (gb is None) and (ga is None or np.array_equal(ga, gb))
+    n = int(np.sum(b != tokens.PAD))
+    np.testing.assert_array_equal(a[:n], b[:n])  # the same tokens until the stop
+  assert np.sum(stopped != tokens.PAD) < np.sum(plain != tokens.PAD)  # astray rows cut short
+  with pytest.raises(ValueError, match="grid_stop"):
+    decode.generate(p, None, prompts, mask, grid_stop=True, **(kw | {"eos_id": 3}))

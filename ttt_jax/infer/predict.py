@@ -99,7 +99,8 @@ def _generate_many(params, adapters_K, tokens_KxBxT, mask_KxBxT, *, cfg, lora_cf
   def one(adapter, tokens_BxT, mask_BxT):
     return decode.generate(params, adapter, tokens_BxT, mask_BxT, cfg=cfg, lora_cfg=lora_cfg,
                            max_new_tokens=max_new_tokens, eos_id=tokens.EOS,
-                           pad_id=tokens.PAD, temperature=0.0, chunk=decode_chunk)
+                           pad_id=tokens.PAD, temperature=0.0, chunk=decode_chunk,
+                           grid_stop=True)  # stop rows that can no longer parse: same answers
   return jax.vmap(one)(adapters_K, tokens_KxBxT, mask_KxBxT)
 
 

@@ -20,6 +20,7 @@ from typing import Any, Optional
 import jax
 import jax.numpy as jnp
 
+from ttt_jax.data import tokens
 from ttt_jax.model import transformer
 from ttt_jax.model.config import ModelConfig
 
@@ -89,30 +90,69 @@ def _sample(logits_BxV, key, temperature: float):
   return jax.random.categorical(key, logits_BxV / temperature, axis=-1).astype(jnp.int32)
 
 
+GridState = tuple[jax.Array, jax.Array, jax.Array]  # (column_B, width_B, rows_B)
+
+
+def grid_state_init(B: int) -> GridState:
+  zeros = jnp.zeros((B,), jnp.int32)
+  return zeros, zeros, zeros
+
+
+def grid_step(state: GridState, tok_B: jax.Array) -> tuple[GridState, jax.Array]:
+  """Feeds one answer token of the compact vocabulary to each row's grid parser:
+  ``(state, over_B)``, where ``over_B`` says the row's answer is settled -- it ended (EOS), or
+  no continuation can parse any more (``tokens.decode_answer`` would give None whatever
+  follows). A grid is rows of 1..30 colours, each ended by NL, all of one width, 1..30 rows."""
+  col_B, width_B, rows_B = state
+  is_colour = tok_B < tokens.NUM_COLOURS
+  is_nl, is_eos = tok_B == tokens.NL, tok_B == tokens.EOS
+  new_col = jnp.where(is_colour, col_B + 1, jnp.where(is_nl, 0, col_B))
+  width_ok = jnp.where(width_B == 0, (col_B >= 1) & (col_B <= tokens.MAX_SIDE), col_B == width_B)
+  bad = ((~is_colour & ~is_nl & ~is_eos)  # IN, OUT, BOS, PAD: never inside an answer
+         | (is_colour & ((new_col > tokens.MAX_SIDE) | ((width_B > 0) & (new_col > width_B))
+                         | (rows_B >= tokens.MAX_SIDE)))  # a 31st row can never end well
+         | (is_nl & (~width_ok | (rows_B >= tokens.MAX_SIDE))))
+  new_width = jnp.where(is_nl & (width_B == 0), col_B, width_B)
+  new_rows = rows_B + is_nl.astype(jnp.int32)
+  return (new_col, new_width, new_rows), bad | is_eos
+
+
 def decode_loop(params, adapter, cache, logits_BxV, prompt_len_B, rng, *, cfg: ModelConfig, lora_cfg: Any = None,
                 max_new_tokens: int, eos_id: int, pad_id: int, temperature: float = 0.0,
-                chunk: Optional[int] = None) -> jax.Array:
+                chunk: Optional[int] = None, grid_stop: bool = False) -> jax.Array:
   """Samples up to ``max_new_tokens`` tokens per sequence after ``prefill``; PAD after each EOS.
 
   ``cache`` holds the prompt's slots (its ``index``); chunks grow it as ``chunk_schedule`` says.
+  ``grid_stop`` (compact ARC vocabulary only): a row also stops, PAD after it, as soon as its
+  answer can no longer parse as a grid (``grid_step``). Its answer was invalid either way, so
+  every answer parses as without it; the loop ends when every row is settled instead of
+  running the whole budget for one row that went astray.
   """
   B = logits_BxV.shape[0]
   rng, key = jax.random.split(rng)
   tok_B = _sample(logits_BxV, key, temperature)
   out_BxN = jnp.full((B, max_new_tokens), pad_id, jnp.int32).at[:, 0].set(tok_B)
   done_B = tok_B == eos_id
+  grid = grid_state_init(B)
+  if grid_stop:
+    grid, over_B = grid_step(grid, tok_B)
+    done_B = done_B | over_B
 
   def step(carry):
-    i, tok_B, done_B, out_BxN, cache, rng = carry
+    i, tok_B, done_B, out_BxN, cache, rng, grid = carry
     positions = (prompt_len_B + i - 1)[:, None]
     logits, cache = transformer.forward_with_cache(params, adapter, tok_B[:, None], positions,
                                                    jnp.ones((B, 1), bool), cache, cfg=cfg, lora_cfg=lora_cfg)
     rng, key = jax.random.split(rng)
     tok_B = _sample(logits[:, -1], key, temperature)
     out_BxN = jax.lax.dynamic_update_slice(out_BxN, jnp.where(done_B, pad_id, tok_B)[:, None], (0, i))
-    return i + 1, tok_B, done_B | (tok_B == eos_id), out_BxN, cache, rng
+    new_done = done_B | (tok_B == eos_id)
+    if grid_stop:
+      grid, over_B = grid_step(grid, tok_B)
+      new_done = new_done | over_B
+    return i + 1, tok_B, new_done, out_BxN, cache, rng, grid
 
-  carry = (jnp.ones((), jnp.int32), tok_B, done_B, out_BxN, cache, rng)
+  carry = (jnp.ones((), jnp.int32), tok_B, done_B, out_BxN, cache, rng, grid)
   prompt_slots = cache["valid"].shape[1]
   for _, end, cache_len in chunk_schedule(prompt_slots, max_new_tokens, chunk or default_chunk(max_new_tokens)):
     carry = carry[:4] + (grow_cache(carry[4], cache_len),) + carry[5:]
@@ -120,7 +160,8 @@ def decode_loop(params, adapter, cache, logits_BxV, prompt_len_B, rng, *, cfg: M
   return carry[3]
 
 
-_STATIC = ("cfg", "lora_cfg", "max_new_tokens", "eos_id", "pad_id", "temperature", "chunk")
+_STATIC = ("cfg", "lora_cfg", "max_new_tokens", "eos_id", "pad_id", "temperature", "chunk",
+           "grid_stop")
 _prefill_jit = jax.jit(prefill, static_argnames=("cfg", "lora_cfg", "cache_len"))
 _decode_jit = jax.jit(decode_loop, static_argnames=_STATIC)
 _decode_jit_donating = jax.jit(decode_loop, static_argnames=_STATIC, donate_argnames=("cache",))
@@ -128,11 +169,13 @@ _decode_jit_donating = jax.jit(decode_loop, static_argnames=_STATIC, donate_argn
 
 def generate(params, adapter, prompt_BxT, prompt_mask_BxT, *, cfg: ModelConfig, lora_cfg: Any = None,
              max_new_tokens: int, eos_id: int, pad_id: int, temperature: float = 0.0,
-             rng: Optional[jax.Array] = None, chunk: Optional[int] = None) -> jax.Array:
+             rng: Optional[jax.Array] = None, chunk: Optional[int] = None,
+             grid_stop: bool = False) -> jax.Array:
   """New tokens_BxN for left-padded prompts (the last column must be real tokens); PAD after EOS.
 
   ``temperature=0`` is greedy; otherwise ``rng`` is required. ``chunk``: decode steps per
-  compiled loop (None: ``default_chunk``); it changes speed, never the tokens. Usable under
+  compiled loop (None: ``default_chunk``); it changes speed, never the tokens. ``grid_stop``:
+  stop a row once its answer cannot parse (``decode_loop``; compact vocabulary). Usable under
   ``jax.vmap(partial(generate, cfg=..., ...), in_axes=(None, 0, 0, 0))``.
   """
   if max_new_tokens <= 0:
@@ -143,6 +186,10 @@ def generate(params, adapter, prompt_BxT, prompt_mask_BxT, *, cfg: ModelConfig, 
     raise ValueError("generate: temperature > 0 needs an rng key")
   if adapter is not None and lora_cfg is None:
     raise ValueError("generate: an adapter was given without its lora_cfg")
+  if grid_stop and (eos_id != tokens.EOS or cfg.vocab_size != tokens.VOCAB_SIZE):
+    raise ValueError("generate: grid_stop parses the compact ARC vocabulary "
+                     f"(EOS {tokens.EOS}, {tokens.VOCAB_SIZE} ids); got eos_id={eos_id}, "
+                     f"vocab_size={cfg.vocab_size}")
   T = prompt_BxT.shape[-1]
   if T + max_new_tokens > cfg.max_seq_len:
     raise ValueError(f"generate: prompt length {T} + max_new_tokens {max_new_tokens} exceeds "
@@ -153,4 +200,4 @@ def generate(params, adapter, prompt_BxT, prompt_mask_BxT, *, cfg: ModelConfig, 
   loop = _decode_jit if jax.default_backend() == "cpu" else _decode_jit_donating  # CPU cannot donate
   return loop(params, adapter, cache, logits_BxV, prompt_len_B, rng, cfg=cfg, lora_cfg=lora_cfg,
               max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id, temperature=float(temperature),
-              chunk=chunk)
+              chunk=chunk, grid_stop=grid_stop)
