@@ -1,7 +1,7 @@
 """Procedural ARC-like task generators (numpy only), for initial fine-tuning.
 
 ``FAMILIES`` maps a family name to a ``Family``; ``generate(name, rng, difficulty)``
-returns a verified ``ttt_jax.arc.task.Task``. See the README (Procedural task generators).
+returns a verified ``ttt_jax.arc.task.Task``. See docs/generators.md.
 """
 
 from ttt_jax.arc.generators.core import (FAMILIES, Family, GenerationError, Retry, d4,
