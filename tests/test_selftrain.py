@@ -195,3 +195,47 @@ def test_rounds_without_a_confident_candidate_change_nothing(tmp_path):
       predict=lambda *a: pytest.fail("predicted"), out_dir=str(tmp_path))
   assert final == {task.task_id: split}
   assert [(s["labelled"], s["accepted"], s["continuing"]) for s in rounds] == [(0, 0, 0)]
+
+
+@pytest.mark.slow
+def test_task_parallel_rounds_split_the_work_and_agree(tmp_path, monkeypatch):
+  """Two processes (threads standing in, with a real barrier): each trains its share of the
+  round's tasks, both end with every task's records and the same round summary."""
+  import threading  # pylint: disable=g-import-not-at-top
+  from ttt_jax.parallel import multihost  # pylint: disable=g-import-not-at-top
+  tasks = [_const_task(), _const_task().replace(task_id="const2")]
+  label = [[1]]
+  records = {t.task_id: [{"candidates": [{"grid": label, "count": 3}], "ranked": [{"grid": label}]}]
+             for t in tasks}
+  local, gate = threading.local(), threading.Barrier(2)
+  monkeypatch.setattr(multihost, "process_index", lambda: local.index)
+  monkeypatch.setattr(multihost, "process_count", lambda: 2)
+  monkeypatch.setattr(multihost, "barrier", lambda name: gate.wait())
+  trained, out = {0: [], 1: []}, {}
+  real_train = ttt.train_group
+
+  def spy(*a, **k):
+    trained[local.index].extend(a[2])
+    return real_train(*a, **k)
+
+  monkeypatch.setattr(ttt, "train_group", spy)
+
+  def process(i):
+    local.index = i
+    out[i] = selftrain.run_rounds(
+        PARAMS, tasks, {t.task_id: None for t in tasks}, records, mcfg=CFG, lcfg=ST_LCFG,
+        ocfg=ST_OCFG, tcfg=ST_TCFG.replace(epochs=1), st_cfg=_StCfg(rounds=2),
+        select_method="vote", predict=lambda ts, ads, d: {t.task_id: records[t.task_id] for t in ts},
+        out_dir=str(tmp_path), task_parallel=True)
+
+  threads = [threading.Thread(target=process, args=(i,)) for i in (0, 1)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  assert sorted(trained[0] + trained[1]) == ["const", "const2"]
+  assert len(trained[0]) == len(trained[1]) == 1  # one task each
+  no_time = lambda rounds: [{k: v for k, v in s.items() if k != "seconds"} for s in rounds]
+  assert out[0][0] == out[1][0] and no_time(out[0][1]) == no_time(out[1][1])
+  assert out[0][1][0]["accepted"] == 2
+  assert os.path.exists(tmp_path / "selftrain" / "rounds.json")

@@ -153,7 +153,8 @@ def _truth_match(task: Task, labels: dict[int, Grid]) -> Optional[int]:
 def run_rounds(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any],
                results: dict[str, list[dict]], *, mcfg: Any, lcfg: Any, ocfg: Any, tcfg: Any,
                st_cfg: Any, select_method: str, predict: Callable[..., dict[str, list[dict]]],
-               out_dir: str) -> tuple[dict[str, list[dict]], list[dict]]:
+               out_dir: str, task_parallel: bool = False
+               ) -> tuple[dict[str, list[dict]], list[dict]]:
   """Up to ``st_cfg.rounds`` self-training rounds over ``tasks``; returns the final records
   per task and one summary per round (also in ``<out_dir>/selftrain/rounds.json``).
 
@@ -163,10 +164,17 @@ def run_rounds(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any],
   confident candidate, when its adapter was rejected, or when its leaders did not change.
   Each decision is saved (``round<r>/decisions/``) with the adapter it accepted, so a rerun
   resumes; prediction files resume as ``predict`` does.
+
+  ``task_parallel``: one of several processes sharing ``out_dir``; each trains and verifies
+  its share of the round's tasks, then (after a barrier) every process reads all decisions,
+  so all agree on what ``predict`` (itself task-parallel) gets. Process 0 writes rounds.json.
   """
   import jax  # deferred: the pure parts above import without JAX
   from ttt_jax.data import batching
+  from ttt_jax.parallel import multihost
   from ttt_jax.train import checkpoint, ttt
+  index, count = ((multihost.process_index(), multihost.process_count()) if task_parallel
+                  else (0, 1))
   rule = ConfidenceRule(st_cfg.min_vote_share, st_cfg.min_margin)
   by_id = {t.task_id: t for t in tasks}
   current = {}
@@ -189,14 +197,10 @@ def run_rounds(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any],
       if found:
         labels[tid] = found
     decided = {}
-    todo = []
-    for tid in labels:
-      path = _decision_path(round_dir, tid)
-      if os.path.exists(path):
-        with open(path) as f:
-          decided[tid] = json.load(f)
-      else:
-        todo.append(tid)
+    if task_parallel:  # everyone plans the round from the same files on disk
+      multihost.barrier(f"selftrain_round{r}_plan")
+    pending = [tid for tid in labels if not os.path.exists(_decision_path(round_dir, tid))]
+    todo = [pending[i] for i in multihost.owned(len(pending), index, count)]
     data = {tid: m_step_dataset(by_id[tid], labels[tid], weight=st_cfg.weight, n_max=tcfg.n_max,
                                 max_tokens=tcfg.max_tokens, loss_mode=tcfg.loss_mode,
                                 augment=tcfg.augment, seed=tcfg.seed + r) for tid in todo}
@@ -230,7 +234,16 @@ def run_rounds(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any],
                                   {"task_id": tid, "status": "trained", "round": r})
       os.makedirs(os.path.dirname(_decision_path(round_dir, tid)), exist_ok=True)
       _write_json(_decision_path(round_dir, tid), decision)
-      decided[tid] = decision
+    if task_parallel:  # every process's decisions are on disk before anyone reads them
+      multihost.barrier(f"selftrain_round{r}")
+    for tid in labels:
+      path = _decision_path(round_dir, tid)
+      if not os.path.exists(path):
+        raise FileNotFoundError(f"no self-training decision for task {tid} in round {r} after "
+                                f"every process finished: --config.out_dir ({out_dir}) must be "
+                                "a directory all processes share")
+      with open(path) as f:
+        decided[tid] = json.load(f)
     accepted = [tid for tid, d in decided.items() if d["status"] == "accepted"]
     for tid in accepted:
       current[tid] = checkpoint.load_adapter(os.path.join(round_dir, "adapters"), tid)[0]
@@ -251,8 +264,9 @@ def run_rounds(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any],
     logging.info("self-training round %d: %s", r, summary)
     summaries.append(summary)
     active = still
-  os.makedirs(os.path.join(out_dir, SELFTRAIN), exist_ok=True)
-  _write_json(os.path.join(out_dir, SELFTRAIN, "rounds.json"), summaries)
+  if index == 0:
+    os.makedirs(os.path.join(out_dir, SELFTRAIN), exist_ok=True)
+    _write_json(os.path.join(out_dir, SELFTRAIN, "rounds.json"), summaries)
   return records, summaries
 
 
