@@ -68,3 +68,16 @@ def test_report_renders_in_headless_chromium(tmp_path):
     pos += 12 + n
   raw = zlib.decompress(b"".join(chunks))
   assert len(set(raw[::97])) > 5  # many distinct byte values: something was drawn
+
+
+def test_curve_svg_maps_points_into_the_plot_and_lands_in_the_page():
+  svg = report.curve_svg([("train", [(1, 2.8), (250, 1.1), (500, 0.7)]), ("eval", [(200, 0.85)])],
+                         width=300, height=100, title="loss")
+  lines = re.findall(r'points="([^"]*)"', svg)
+  assert len(lines) == 2
+  xs_ys = [tuple(map(float, p.split(","))) for p in lines[0].split()]
+  # First point at the left edge and top (largest loss), last at the right edge and bottom.
+  assert xs_ys[0] == (48.0, 20.0) and xs_ys[-1] == (290.0, 72.0)
+  assert report.curve_svg([("empty", [])]) == ""
+  page = report.render_html([], figures=[svg, ""])
+  assert page.count("<svg class=\"curve\"") == 1 and "loss" in page

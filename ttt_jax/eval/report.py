@@ -54,6 +54,42 @@ def grid_svg(grid: Grid, cell: int = 12) -> str:
           f'data-shape="{h}x{w}"><g stroke="#555" stroke-width="0.5">{"".join(rects)}</g></svg>')
 
 
+def curve_svg(series: Sequence[tuple[str, Sequence[tuple[float, float]]]], *, width: int = 480,
+              height: int = 200, title: str = "") -> str:
+  """Line chart of ``(label, [(x, y), ...])`` series as inline SVG (e.g. a training loss curve
+  over steps); axes span the data, labelled at their ends. Empty string without points."""
+  pts = [(float(x), float(y)) for _, s in series for x, y in s]
+  if not pts:
+    return ""
+  x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
+  y0, y1 = min(p[1] for p in pts), max(p[1] for p in pts)
+  x1, y1 = (x1 if x1 > x0 else x0 + 1.0), (y1 if y1 > y0 else y0 + 1.0)
+  left, right, top, bottom = 48, 10, 20, 28
+  sx = lambda x: left + (x - x0) / (x1 - x0) * (width - left - right)
+  sy = lambda y: top + (y1 - y) / (y1 - y0) * (height - top - bottom)
+  colours = ("#0074D9", "#FF4136", "#2ECC40", "#FF851B")
+  parts = [f'<svg class="curve" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+           f'height="{height}" font-size="11">',
+           f'<rect x="{left}" y="{top}" width="{width - left - right}" '
+           f'height="{height - top - bottom}" fill="none" stroke="#ccc"/>']
+  if title:
+    parts.append(f'<text x="{left}" y="13">{html.escape(title)}</text>')
+  parts += [f'<text x="{left - 4}" y="{top + 4}" text-anchor="end">{y1:.3g}</text>',
+            f'<text x="{left - 4}" y="{height - bottom}" text-anchor="end">{y0:.3g}</text>',
+            f'<text x="{left}" y="{height - 8}">{x0:.4g}</text>',
+            f'<text x="{width - right}" y="{height - 8}" text-anchor="end">{x1:.4g}</text>']
+  for i, (label, s) in enumerate(series):
+    if not s:
+      continue
+    c = colours[i % len(colours)]
+    line = " ".join(f"{sx(float(x)):.1f},{sy(float(y)):.1f}" for x, y in s)
+    parts.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.5" points="{line}"/>')
+    parts.append(f'<text x="{width - right - 4}" y="{top + 14 + 13 * i}" text-anchor="end" '
+                 f'fill="{c}">{html.escape(label)}</text>')
+  parts.append("</svg>")
+  return "".join(parts)
+
+
 def _figure(grid: Optional[Grid], caption: str, css: str = "") -> str:
   body = grid_svg(grid) if grid is not None else '<div class="none">none</div>'
   return f'<figure class="{css}">{body}<figcaption>{html.escape(caption)}</figcaption></figure>'
@@ -131,14 +167,16 @@ td,th{border:1px solid #ddd;padding:.2em .5em;font-size:.85em} .none{color:#999;
 
 
 def render_html(reports: Sequence[TaskReport], title: str = "ttt_jax report",
-                extra: Sequence[tuple[str, str]] = ()) -> str:
-  """The whole report as one HTML string; ``extra`` adds (label, value) summary lines."""
+                extra: Sequence[tuple[str, str]] = (), figures: Sequence[str] = ()) -> str:
+  """The whole report as one HTML string; ``extra`` adds (label, value) summary lines and
+  ``figures`` inline SVG (``curve_svg``) under them."""
   table = "".join(f"<tr><td>{html.escape(k)}</td><td>{s}</td><td>{n}</td>"
                   f"<td>{100 * s / max(n, 1):.1f}%</td></tr>" for k, s, n in level_table(reports))
   info = "".join(f"<li>{html.escape(k)}: {html.escape(v)}</li>" for k, v in extra)
+  figs = "".join(f"<div class='figure'>{f}</div>" for f in figures if f)
   return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
           f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>"
-          f"<ul class='info'>{info}</ul>"
+          f"<ul class='info'>{info}</ul>{figs}"
           f"<table class='summary'><tr><th>level</th><th>solved</th><th>tasks</th><th>pass@2</th></tr>"
           f"{table}</table>" + "\n".join(_task_html(r) for r in reports) + "</body></html>")
 
