@@ -8,7 +8,7 @@ whether TTT moved the model at all. This scores each test input's true output by
 experts (``ttt_jax.infer.scoring``: the summed log-probability over ``--views`` of the
 pipeline's views, spread over them), once under the base model and once under the task's
 TTT adapter, and prints the mean log-probability per answer token of each, and how many
-tasks TTT made more probable. Tasks without a trained adapter are left out. Never used to
+tasks TTT made more probable. Without ``--adapters_dir``: the base model alone (every task). Tasks without a trained adapter are left out. Never used to
 choose an answer: the truth is only read to measure.
 """
 
@@ -38,10 +38,13 @@ def main(argv):
   from ttt_jax.model import store
   from ttt_jax.train import checkpoint
   tasks = [t for t in io.load_tasks(_TASKS.value)[0] if t.has_test_outputs]
-  adapters = pipeline.SavedAdapters(_ADAPTERS.value, tasks)
-  tasks = [t for t in tasks if adapters[t.task_id] is not None]
+  adapters = None
+  if _ADAPTERS.value:  # else: the base model alone (e.g. to compare two base models)
+    adapters = pipeline.SavedAdapters(_ADAPTERS.value, tasks)
+    tasks = [t for t in tasks if adapters[t.task_id] is not None]
   if not tasks:
-    raise ValueError(f"no task of {_TASKS.value!r} has a trained adapter in {_ADAPTERS.value!r}")
+    raise ValueError(f"no task of {_TASKS.value!r} with test outputs"
+                     + (f" has a trained adapter in {_ADAPTERS.value!r}" if adapters else ""))
   params, mcfg = checkpoint.load_base_model(_MODEL.value or store.DEFAULT_MODEL_DIR, "", {})
   infer = pipeline_config.get_config().infer
   context = min(infer.max_tokens, mcfg.max_seq_len)
@@ -50,11 +53,12 @@ def main(argv):
     vs = [pipeline.spread(pipeline.views_for_test_input(t, j, infer, context), _VIEWS.value)
           for j in range(len(t.test))]
     truths = [[t.test[j].output] for j in range(len(t.test))]
-    ad = adapters[t.task_id]
     b = scoring.poe_scores_many(params, [None] * len(vs), vs, truths, cfg=mcfg,
                                 max_rows=_MAX_ROWS.value)
-    a = scoring.poe_scores_many(params, [ad] * len(vs), vs, truths, cfg=mcfg,
-                                lora_cfg=adapters.lcfg, max_rows=_MAX_ROWS.value)
+    a = b
+    if adapters is not None:
+      a = scoring.poe_scores_many(params, [adapters[t.task_id]] * len(vs), vs, truths, cfg=mcfg,
+                                  lora_cfg=adapters.lcfg, max_rows=_MAX_ROWS.value)
     size = sum(len(v) * (len(tokens.encode_grid(t.test[j].output)) + 1)
                for j, v in enumerate(vs) if v)
     base.append(sum(float(x.sum()) for x in b))
@@ -63,7 +67,13 @@ def main(argv):
     print(f"[{i + 1}/{len(tasks)}] {t.task_id}: base {base[-1] / n_tokens[-1]:.3f} "
           f"TTT {tuned[-1] / n_tokens[-1]:.3f} nats/token", flush=True)
   base, tuned, n_tokens = map(np.asarray, (base, tuned, n_tokens))
-  label = _LABEL.value or os.path.basename(os.path.normpath(os.path.dirname(_ADAPTERS.value)))
+  label = _LABEL.value or os.path.basename(os.path.normpath(os.path.dirname(_ADAPTERS.value)
+                                                            or _MODEL.value or "default"))
+  if adapters is None:
+    print("| model | tasks | log p/token of the true outputs |")
+    print("|---|---|---|")
+    print(f"| {label} | {len(tasks)} | {np.mean(base / n_tokens):.3f} |")
+    return
   print("| run | tasks | base log p/token | TTT log p/token | tasks TTT made likelier |")
   print("|---|---|---|---|---|")
   print(f"| {label} | {len(tasks)} | {np.mean(base / n_tokens):.3f} | "
