@@ -1,0 +1,82 @@
+"""The outputs stage: the run's result files, written by process 0 from the per-input records.
+
+``submission.json`` (Kaggle format), ``candidates.json`` (every record), ``scores.json`` (per
+task and per level), ``errors.json`` (load errors, tasks without TTT), ``timings.json`` and
+``report.html``. They are rewritten from the records on every run, so a resumed run writes
+the same files (timings aside).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from ttt_jax.arc import splits
+from ttt_jax.arc.task import Task
+from ttt_jax.eval import report, scoring, submission
+from ttt_jax.infer import selection
+
+
+def _count_and_score(record: dict, grid: Any) -> tuple[int, Optional[float]]:
+  for c in record["candidates"]:
+    if np.array_equal(np.asarray(c["grid"]), np.asarray(grid)):
+      return c["count"], c.get("poe")
+  return 0, None
+
+
+def write_outputs(out_dir: str, tasks: Sequence[Task], results: dict[str, list[dict]],
+                  errors: Sequence[Exception], ttt_notes: dict[str, str],
+                  timings: dict[str, float], title: str) -> dict:
+  """submission.json, candidates.json, scores.json, errors.json, timings.json, report.html."""
+  attempts = {tid: [[np.asarray(a, np.int8) for a in r["attempts"]] for r in rs]
+              for tid, rs in results.items()}
+  submission.write_submission(os.path.join(out_dir, "submission.json"),
+                              {tid: [tuple(a) for a in per] for tid, per in attempts.items()},
+                              expected_tests={t.task_id: len(t.test) for t in tasks})
+  with open(os.path.join(out_dir, "candidates.json"), "w") as f:
+    json.dump(results, f)
+  levels = splits.eval_levels()
+  scored = [t for t in tasks if t.has_test_outputs]
+  scores = scoring.score_submission(attempts, scoring.solutions_from_tasks(scored), levels)
+  table = scoring.level_table(scores)
+  per_input = [r for rs in results.values() for r in rs]
+  summary = {
+      "num_tasks": len(tasks), "num_scored": len(scored),
+      "solved": sum(s.correct for s in scores),
+      "views": sum(r["num_views"] for r in per_input),
+      "views_parsed": sum(r["num_views"] - r["num_invalid"] for r in per_input),
+      "fallback_inputs": sum(bool(r["fallback"]) for r in per_input),
+      "tasks": [dataclasses.asdict(s) for s in scores],
+      "table": [dataclasses.asdict(r) if dataclasses.is_dataclass(r) else r for r in table],
+  }
+  with open(os.path.join(out_dir, "scores.json"), "w") as f:
+    json.dump(summary, f, indent=1)
+  with open(os.path.join(out_dir, "errors.json"), "w") as f:
+    json.dump({"load_errors": [str(e) for e in errors], "ttt_skipped": ttt_notes}, f, indent=1)
+  with open(os.path.join(out_dir, "timings.json"), "w") as f:
+    json.dump(timings, f, indent=1)
+  by_id = {s.task_id: s for s in scores}
+  reps = []
+  for t in tasks:
+    tests = []
+    for j, r in enumerate(results[t.task_id]):
+      tests.append(report.TestInputReport(
+          t.test[j].input, [np.asarray(a) for a in r["attempts"]], t.test[j].output,
+          votes=[(np.asarray(g), *_count_and_score(r, g))
+                 for g in selection.order(r, r.get("select", "vote"))[:5]]
+          if r.get("select", "vote") != "vote"
+          else [(np.asarray(c["grid"]), c["count"], c.get("poe")) for c in r["candidates"][:5]],
+          num_candidates=r["num_views"] - r["num_invalid"], num_invalid=r["num_invalid"]))
+    s = by_id.get(t.task_id)
+    reps.append(report.TaskReport(t, tests, level=levels.get(t.task_id),
+                                  correct=None if s is None else s.correct,
+                                  note=ttt_notes.get(t.task_id, "")))
+  extra = [("tasks", str(len(tasks))), ("load errors", str(len(errors)))]
+  extra += [(f"time: {k}", f"{v:.1f}s") for k, v in timings.items()]
+  report.write_html(os.path.join(out_dir, "report.html"), reps, title=title, extra=extra)
+  summary["table_text"] = scoring.format_table(table)
+  return summary
