@@ -270,3 +270,11 @@ def test_self_train_stage_runs_rounds_after_prediction(tmp_path, tiny_model_dir,
   assert len(rounds) == 1  # accepted or not, the planted leader never changes: cached
   assert "self_train" in json.load(open(os.path.join(str(tmp_path), "timings.json")))
   assert summary["num_scored"] == 1
+
+
+def test_report_draws_the_base_models_training_curve(tmp_path):
+  from ttt_jax.model import store as store_lib  # pylint: disable=g-import-not-at-top
+  from ttt_jax.pipeline import outputs  # pylint: disable=g-import-not-at-top
+  svg = outputs.training_curve_svg(store_lib.DEFAULT_MODEL_DIR)
+  assert svg.count("<polyline") == 2 and "train loss" in svg and "held-out loss" in svg
+  assert outputs.training_curve_svg(str(tmp_path)) == ""  # no meta.json: no figure

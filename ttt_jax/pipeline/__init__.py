@@ -83,7 +83,8 @@ def run_pipeline(cfg: Any) -> Optional[dict]:
   summary = None
   if multihost.process_index() == 0:
     title = f"ttt_jax pipeline: {cfg.tasks} with {model_dir}"
-    summary = outputs.write_outputs(cfg.out_dir, tasks, results, errors, notes, timings, title)
+    summary = outputs.write_outputs(cfg.out_dir, tasks, results, errors, notes, timings, title,
+                                    model_dir=model_dir)
     summary["report"] = os.path.join(cfg.out_dir, "report.html")
   if task_parallel:  # nobody exits (and shuts the coordinator down) before the outputs exist
     multihost.barrier("outputs")

@@ -28,9 +28,23 @@ def _count_and_score(record: dict, grid: Any) -> tuple[int, Optional[float]]:
   return 0, None
 
 
+def training_curve_svg(model_dir: str) -> str:
+  """The base model's fine-tuning loss curve (and held-out loss) from its ``meta.json``, as
+  inline SVG for the report; "" when the directory records none (e.g. an HF checkpoint)."""
+  path = os.path.join(model_dir, "meta.json")
+  if not os.path.exists(path):
+    return ""
+  with open(path) as f:
+    meta = json.load(f)
+  series = [("train loss", meta.get("loss_curve") or []),
+            ("held-out loss", meta.get("eval_loss_curve") or [])]
+  return report.curve_svg([(k, v) for k, v in series if v],
+                          title=f"base model fine-tuning ({meta.get('steps', '?')} steps)")
+
+
 def write_outputs(out_dir: str, tasks: Sequence[Task], results: dict[str, list[dict]],
                   errors: Sequence[Exception], ttt_notes: dict[str, str],
-                  timings: dict[str, float], title: str) -> dict:
+                  timings: dict[str, float], title: str, model_dir: str = "") -> dict:
   """submission.json, candidates.json, scores.json, errors.json, timings.json, report.html."""
   attempts = {tid: [[np.asarray(a, np.int8) for a in r["attempts"]] for r in rs]
               for tid, rs in results.items()}
@@ -77,6 +91,7 @@ def write_outputs(out_dir: str, tasks: Sequence[Task], results: dict[str, list[d
                                   note=ttt_notes.get(t.task_id, "")))
   extra = [("tasks", str(len(tasks))), ("load errors", str(len(errors)))]
   extra += [(f"time: {k}", f"{v:.1f}s") for k, v in timings.items()]
-  report.write_html(os.path.join(out_dir, "report.html"), reps, title=title, extra=extra)
+  report.write_html(os.path.join(out_dir, "report.html"), reps, title=title, extra=extra,
+                    figures=[training_curve_svg(model_dir)] if model_dir else [])
   summary["table_text"] = scoring.format_table(table)
   return summary

@@ -2,7 +2,8 @@
 
 Each round predicts with the prediction stage into its own directory under
 ``<out_dir>/selftrain/``, so rounds resume like the rest of the pipeline; the adapters continue
-with the TTT settings, and each task's latest records are what the outputs report.
+with the TTT settings, and each task's latest records are what the outputs report. Several processes split each round's
+tasks (``task_parallel``), as they split TTT and prediction.
 """
 
 from __future__ import annotations
@@ -20,18 +21,17 @@ def run(cfg: Any, tasks: Sequence[Task], params: Any, mcfg: Any, lcfg: Any,
   """Self-training rounds after prediction (``ttt_jax.selftrain``); returns the final records.
   Rounds write under ``<out_dir>/selftrain/``; the adapters continue with the TTT settings."""
   from ttt_jax import selftrain
-  if task_parallel:
-    raise NotImplementedError("self_train runs in one process for now; launch the pipeline "
-                              "on one process or set --config.self_train.enabled=False")
   lcfg_ttt, ocfg, tcfg = ttt_stage.ttt_configs(cfg, mcfg)
   lcfg = lcfg or lcfg_ttt
 
   def predict_round(ts, ads, round_dir):
-    return predict_stage.run(cfg, ts, params, mcfg, lcfg, ads, out_dir=round_dir)
+    return predict_stage.run(cfg, ts, params, mcfg, lcfg, ads, out_dir=round_dir,
+                             task_parallel=task_parallel)
 
   select_method = cfg.select.method if cfg.get("select") is not None else "vote"
   final, _ = selftrain.run_rounds(params, tasks, {t.task_id: adapters.get(t.task_id) for t in tasks},
                                   results, mcfg=mcfg, lcfg=lcfg, ocfg=ocfg, tcfg=tcfg,
                                   st_cfg=cfg.self_train, select_method=select_method,
-                                  predict=predict_round, out_dir=cfg.out_dir)
+                                  predict=predict_round, out_dir=cfg.out_dir,
+                                  task_parallel=task_parallel)
   return final
