@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 
 import jax
 import numpy as np
@@ -50,3 +51,19 @@ def tiny_adapter(cfg, lcfg, seed: int = 1, b_scale: float = 0.0):
     leaves = [x + b_scale * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
     ad = jax.tree.unflatten(tdef, leaves)
   return ad
+
+
+def synthetic_stream(seed: int):
+  """Small flip tasks; the task at a position depends only on (seed, position)."""
+  from ttt_jax.arc.task import Pair, Task
+
+  def at(position: int):
+    rng = np.random.default_rng((seed, position))
+    side = int(rng.integers(2, 4))
+    pairs = []
+    for _ in range(3):
+      g = rng.integers(0, 10, size=(side, side)).astype(np.int8)
+      pairs.append(Pair(g, g[:, ::-1].copy()))
+    return Task(f"syn{position}", tuple(pairs[:2]), tuple(pairs[2:]))
+
+  return lambda start: (at(p) for p in itertools.count(start))

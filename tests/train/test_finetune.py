@@ -9,23 +9,8 @@ import numpy as np
 import pytest
 
 from experiments.configs import finetune as finetune_config
-from ttt_jax.arc.task import Pair, Task
+from conftest import synthetic_stream
 from ttt_jax.train import checkpoint, finetune, task_stream
-
-
-def synthetic_stream(seed: int):
-  """Small flip tasks; the task at a position depends only on (seed, position)."""
-
-  def at(position: int) -> Task:
-    rng = np.random.default_rng((seed, position))
-    side = int(rng.integers(2, 4))
-    pairs = []
-    for _ in range(3):
-      g = rng.integers(0, 10, size=(side, side)).astype(np.int8)
-      pairs.append(Pair(g, g[:, ::-1].copy()))
-    return Task(f"syn{position}", tuple(pairs[:2]), tuple(pairs[2:]))
-
-  return lambda start: (at(p) for p in itertools.count(start))
 
 
 def tiny_config(out_dir: str, steps: int = 6):

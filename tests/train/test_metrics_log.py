@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import finetune as finetune_config
-from ttt_jax.arc.task import Pair, Task
+from conftest import synthetic_stream
 from ttt_jax.train import finetune, metrics_log, task_stream
 
 
@@ -88,21 +88,6 @@ def test_event_files_hold_the_jsonl_numbers_and_a_resume_purges(tmp_path):
   assert read_scalars(str(tmp_path / "tensorboard")) == jsonl_scalars(str(tmp_path / "metrics.jsonl"))
   purges = [e.step for e in read_events(str(tmp_path / "tensorboard")) if e.HasField("session_log")]
   assert purges == [5]
-
-
-def synthetic_stream(seed: int):
-  """Small flip tasks; the task at a position depends only on (seed, position)."""
-
-  def at(position: int) -> Task:
-    rng = np.random.default_rng((seed, position))
-    side = int(rng.integers(2, 4))
-    pairs = []
-    for _ in range(3):
-      g = rng.integers(0, 10, size=(side, side)).astype(np.int8)
-      pairs.append(Pair(g, g[:, ::-1].copy()))
-    return Task(f"syn{position}", tuple(pairs[:2]), tuple(pairs[2:]))
-
-  return lambda start: (at(p) for p in itertools.count(start))
 
 
 def test_a_finetune_run_writes_event_files_equal_to_its_metrics_jsonl(tmp_path):
