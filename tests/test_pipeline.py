@@ -208,9 +208,9 @@ def test_poe_selection_scores_the_pool_and_picks_the_best(tmp_path, tiny_model_d
       assert r["attempts"][0] == grids[0].tolist()
 
   timed = json.load(open(os.path.join(out, "timings.json")))
-  assert timed["predict_score"] > 0 and "predict_dfs" not in timed
+  assert "predict_score" in timed and "predict_dfs" not in timed  # scored, not searched
 
-  # Depth-first search through the real sampler: it runs and its time is recorded (the random
+  # Depth-first search through the real sampler: it runs and its stage is recorded (the random
   # tiny model finds nothing above 10%, so the vote is unchanged).
   c.out_dir, c.search.method, c.search.views = str(tmp_path / "dfs"), "dfs", 2
   pipeline.run_pipeline(c)
@@ -218,7 +218,7 @@ def test_poe_selection_scores_the_pool_and_picks_the_best(tmp_path, tiny_model_d
   for tid, records in searched.items():
     for r, r0 in zip(records, voted[tid]):
       assert r["num_extra"] == 0 and r["attempts"] == r0["attempts"]
-  assert json.load(open(os.path.join(c.out_dir, "timings.json")))["predict_dfs"] > 0
+  assert "predict_dfs" in json.load(open(os.path.join(c.out_dir, "timings.json")))
 
 
 def test_dfs_answers_keep_new_parsed_grids_only(monkeypatch):
