@@ -8,8 +8,9 @@ whether TTT moved the model at all. This scores each test input's true output by
 experts (``ttt_jax.infer.scoring``: the summed log-probability over ``--views`` of the
 pipeline's views, spread over them), once under the base model and once under the task's
 TTT adapter, and prints the mean log-probability per answer token of each, and how many
-tasks TTT made more probable. Without ``--adapters_dir``: the base model alone (every task). Tasks without a trained adapter are left out. Never used to
-choose an answer: the truth is only read to measure.
+tasks TTT made more probable; tasks without a trained adapter are left out. Without
+``--adapters_dir``: the base model alone, every task. Never used to choose an answer: the truth
+is only read to measure.
 """
 
 from __future__ import annotations

@@ -130,7 +130,7 @@ def _const_task():
 
 ST_LCFG = lora.LoraConfig(rank=8, alpha=16.0, targets=("q", "v", "o", "gate", "up", "down"))
 ST_TCFG = ttt.TTTConfig(batch_size=2, epochs=20, n_max=12, max_tokens=128, min_bucket=128,
-                        augment=False, log_every=0)
+                        group_size=1, augment=False, log_every=0)
 ST_OCFG = ttt_optim_config("tiny", learning_rate=1e-2)
 
 

@@ -16,6 +16,7 @@ a task whose top candidate stops changing is cached and searched no more).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -176,6 +177,11 @@ def run_rounds(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any],
   index, count = ((multihost.process_index(), multihost.process_count()) if task_parallel
                   else (0, 1))
   rule = ConfidenceRule(st_cfg.min_vote_share, st_cfg.min_margin)
+  from ttt_jax.model import transformer
+  from ttt_jax.train import steps
+  # One jitted step for every group of every round (a new one per call would recompile each).
+  step_fn = steps.jit_multitask_step(
+      functools.partial(transformer.forward, cfg=mcfg, lora_cfg=lcfg), ocfg)
   by_id = {t.task_id: t for t in tasks}
   current = {}
   for t in tasks:
@@ -208,11 +214,13 @@ def run_rounds(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any],
     buckets = batching.default_buckets(tcfg.max_tokens, tcfg.min_bucket)
     lengths = [max(batching.input_length(e) for e in data[tid]) for tid in trainable]
     new_adapters = {}
-    for group in batching.group_by_length(lengths, max(tcfg.group_size, 1), buckets):
+    k_size = max(tcfg.group_size, 1)  # short groups are padded: one compiled shape per bucket
+    for group in batching.group_by_length(lengths, k_size, buckets):
       ids = [trainable[i] for i in group]
       trained, _ = ttt.train_group(params, [data[t] for t in ids], ids, mcfg=mcfg, lcfg=lcfg,
                                    ocfg=ocfg, tcfg=tcfg.replace(epochs=st_cfg.epochs),
-                                   initial=[current[t] for t in ids])
+                                   initial=[current[t] for t in ids], num_tasks=k_size,
+                                   step_fn=step_fn)
       new_adapters.update(zip(ids, trained))
     for tid in todo:
       task = by_id[tid]
