@@ -268,6 +268,14 @@ def test_self_train_stage_runs_rounds_after_prediction(tmp_path, tiny_model_dir,
   assert rounds[0]["labelled"] == 1 and rounds[0]["labels"] >= 1
   assert rounds[0]["accepted"] + rounds[0]["rejected"] == 1
   assert len(rounds) == 1  # accepted or not, the planted leader never changes: cached
+  # Each test input's history is in candidates.json and the report.
+  record = next(iter(json.load(open(os.path.join(str(tmp_path), "candidates.json"))).values()))[0]
+  assert [e["round"] for e in record["rounds"]] == [0, 1]
+  assert record["rounds"][1]["pseudo_label"] == [[3, 3], [3, 3]]
+  # The final attempts are those of the last round that predicted (round 1 if accepted, else 0).
+  assert [e for e in record["rounds"] if "attempts" in e][-1]["attempts"] == record["attempts"]
+  html_text = open(os.path.join(str(tmp_path), "report.html")).read()
+  assert "self-training rounds" in html_text and "round 1 label" in html_text
   assert "self_train" in json.load(open(os.path.join(str(tmp_path), "timings.json")))
   assert summary["num_scored"] == 1
 

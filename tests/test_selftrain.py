@@ -163,6 +163,10 @@ def test_rounds_accept_a_right_label_reject_a_wrong_one_and_resume(tmp_path, mon
   final, rounds = run([[1]], tmp_path / "right")
   assert [(s["accepted"], s["rejected"], s["labels_right"], s["continuing"]) for s in rounds] == [
       (1, 0, 1, 0)]
+  history = final["const"][0]["rounds"]  # round 0, then the accepted round's label and answers
+  assert [(e["round"], e.get("status"), e.get("pseudo_label"), e.get("leaders_unchanged"))
+          for e in history] == [(0, None, None, None), (1, "accepted", [[1]], True)]
+  assert history[0]["candidates"] == history[1]["candidates"] == [{"grid": [[1]], "count": 3}]
   assert calls == [(["const"], str(tmp_path / "right" / "selftrain" / "round1"))]
   from ttt_jax.train import checkpoint  # pylint: disable=g-import-not-at-top
   kept = checkpoint.load_adapter(str(tmp_path / "right" / "selftrain" / "round1" / "adapters"),
@@ -177,6 +181,10 @@ def test_rounds_accept_a_right_label_reject_a_wrong_one_and_resume(tmp_path, mon
   final, rounds = run([[2]], tmp_path / "wrong", weight=5.0, epochs=10)
   assert [(s["accepted"], s["rejected"], s["labels_right"]) for s in rounds] == [(0, 1, 0)]
   assert calls == [] and final["const"][0]["candidates"][0]["grid"] == [[2]]
+  # The rejected round is in the history, without answers (it did not predict).
+  assert [{k: v for k, v in e.items() if k != "candidates"} for e in final["const"][0]["rounds"]
+          ] == [{"round": 0, "attempts": None},
+                {"round": 1, "status": "rejected", "pseudo_label": [[2]]}]
   assert not os.path.exists(tmp_path / "wrong" / "selftrain" / "round1" / "adapters")
 
   # A rerun reads the saved decisions instead of training again.
@@ -193,7 +201,11 @@ def test_rounds_without_a_confident_candidate_change_nothing(tmp_path):
       PARAMS, [task], {task.task_id: None}, {task.task_id: split}, mcfg=CFG, lcfg=ST_LCFG,
       ocfg=ST_OCFG, tcfg=ST_TCFG, st_cfg=_StCfg(min_vote_share=0.75), select_method="vote",
       predict=lambda *a: pytest.fail("predicted"), out_dir=str(tmp_path))
-  assert final == {task.task_id: split}
+  assert final[task.task_id][0]["rounds"] == [
+      {"round": 0, "attempts": None, "candidates": split[0]["candidates"]},
+      {"round": 1, "status": "no_label"}]
+  assert {task.task_id: [{k: v for k, v in r.items() if k != "rounds"}
+                         for r in final[task.task_id]]} == {task.task_id: split}
   assert [(s["labelled"], s["accepted"], s["continuing"]) for s in rounds] == [(0, 0, 0)]
 
 

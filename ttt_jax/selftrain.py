@@ -151,6 +151,28 @@ def _truth_match(task: Task, labels: dict[int, Grid]) -> Optional[int]:
                  and np.array_equal(task.test[j].output, g)) for j, g in labels.items())
 
 
+HISTORY_CANDIDATES = 8  # leading candidates kept per round in a record's "rounds" history
+
+
+def round_entry(r: int, record: Optional[dict] = None, *, status: Optional[str] = None,
+                label: Optional[Grid] = None, unchanged: Optional[bool] = None) -> dict:
+  """One round of a test input's self-training history (``record["rounds"]``): the round's
+  decision (``status``: accepted, rejected, no_data, no_label), the pseudo-label it trained on,
+  and, when the round predicted, its attempts and leading candidates (round 0: before
+  self-training)."""
+  entry: dict = {"round": r}
+  if status is not None:
+    entry["status"] = status
+  if label is not None:
+    entry["pseudo_label"] = np.asarray(label).tolist()
+  if record is not None:
+    entry["attempts"] = record.get("attempts")
+    entry["candidates"] = list(record.get("candidates", ()))[:HISTORY_CANDIDATES]
+  if unchanged is not None:
+    entry["leaders_unchanged"] = unchanged
+  return entry
+
+
 def run_rounds(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any],
                results: dict[str, list[dict]], *, mcfg: Any, lcfg: Any, ocfg: Any, tcfg: Any,
                st_cfg: Any, select_method: str, predict: Callable[..., dict[str, list[dict]]],
@@ -165,6 +187,10 @@ def run_rounds(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any],
   confident candidate, when its adapter was rejected, or when its leaders did not change.
   Each decision is saved (``round<r>/decisions/``) with the adapter it accepted, so a rerun
   resumes; prediction files resume as ``predict`` does.
+
+  Every returned record carries its test input's history under ``"rounds"`` (``round_entry``:
+  round 0, then one entry per round its task took part in), which candidates.json and the
+  report show.
 
   ``task_parallel``: one of several processes sharing ``out_dir``; each trains and verifies
   its share of the round's tasks, then (after a barrier) every process reads all decisions,
@@ -189,6 +215,7 @@ def run_rounds(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any],
     current[t.task_id] = (a if a is not None else
                           jax.tree.map(np.asarray, ttt.init_adapter(mcfg, lcfg, t.task_id, tcfg.seed)))
   records = {tid: list(rs) for tid, rs in results.items()}
+  history = {tid: [[round_entry(0, rec)] for rec in rs] for tid, rs in records.items()}
   active = [t.task_id for t in tasks]
   summaries = []
   for r in range(1, int(st_cfg.rounds) + 1):
@@ -262,6 +289,12 @@ def run_rounds(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any],
       if not top_unchanged(records[tid], new_records[tid], select_method):
         still.append(tid)
       records[tid] = new_records[tid]
+    for tid in active:
+      d = decided.get(tid, {"status": "no_label", "labels": {}})
+      for j, hist in enumerate(history[tid]):
+        hist.append(round_entry(r, new_records[tid][j] if tid in new_records else None,
+                                status=d["status"], label=d["labels"].get(str(j)),
+                                unchanged=(tid not in still) if tid in new_records else None))
     right = [d["labels_right"] for d in decided.values() if d["labels_right"] is not None]
     summary = {"round": r, "active": len(active), "labelled": len(labels),
                "accepted": len(accepted),
@@ -275,7 +308,9 @@ def run_rounds(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any],
   if index == 0:
     os.makedirs(os.path.join(out_dir, SELFTRAIN), exist_ok=True)
     _write_json(os.path.join(out_dir, SELFTRAIN, "rounds.json"), summaries)
-  return records, summaries
+  final = {tid: [dict(rec, rounds=history[tid][j]) for j, rec in enumerate(rs)]
+           for tid, rs in records.items()}
+  return final, summaries
 
 
 def _write_json(path: str, value: Any) -> None:

@@ -4,7 +4,8 @@
 #   session_2026_11_21.sh sweep      # TTT settings on 12 training-family tasks (runs/tune_tasks)
 #   session_2026_11_21.sh dev80small # selection x search on dev80-small (runs/eval16)
 #   session_2026_11_21.sh positions  # grid-aware vs 1-D positions: truth log-prob, 102 held-out tasks
-#   session_2026_11_21.sh heldout    # fine-tuned-only held-out run with PoE scores
+#   session_2026_11_21.sh heldout    # fine-tuned-only held-out run with PoE scores (resumes)
+#   session_2026_11_21.sh heldout_ttt # the same 102 tasks with per-task TTT (pipeline defaults)
 #   session_2026_11_21.sh ablate     # TTT ablations on 24 held-out tasks (only "aug" finished)
 # runs/tune_tasks: experiments.generated_tasks --out=runs/tune_tasks --per_family=2 --seed=2000000
 #   --families=crop_largest_object,gravity_cells,tile_with_flips,overlay_and,recolour_by_size,hollow_rectangles
@@ -55,9 +56,12 @@ case "${1:-}" in
         --model_dir=runs/finetune_cpu_1d/model --label=positions_1d ;;
   heldout)
     pipeline_run ho_nottt_greedy --config=$P:no_ttt --config.tasks=runs/heldout_tasks --config.select.method=poe ;;
+  heldout_ttt)  # the third session seeded adapters/ with the 41 of runs/eval/ho_ttt (same TTT
+    # config, metadata checked); the TTT stage skips tasks whose adapter exists
+    pipeline_run ho_ttt_greedy --config.tasks=runs/heldout_tasks --config.select.method=poe ;;
   ablate)
     ttt_arm runs/heldout_tasks24 runs/ablate aug --config.ttt.learning_rate=1e-3
     ttt_arm runs/heldout_tasks24 runs/ablate noaug --config.ttt.learning_rate=1e-3 --config.ttt.augment=False
     ttt_arm runs/heldout_tasks24 runs/ablate shared --config.ttt.learning_rate=1e-3 --config.ttt.shared_adapter=True ;;
-  *) echo "usage: $0 sweep|dev80small|positions|heldout|ablate" >&2; exit 2 ;;
+  *) echo "usage: $0 sweep|dev80small|positions|heldout|heldout_ttt|ablate" >&2; exit 2 ;;
 esac

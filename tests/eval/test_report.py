@@ -81,3 +81,17 @@ def test_curve_svg_maps_points_into_the_plot_and_lands_in_the_page():
   assert report.curve_svg([("empty", [])]) == ""
   page = report.render_html([], figures=[svg, ""])
   assert page.count("<svg class=\"curve\"") == 1 and "loss" in page
+
+
+def test_history_figures_show_each_rounds_label_and_answer():
+  one, two = [[1]], [[2]]
+  rounds = [{"round": 0, "attempts": [one, two]},
+            {"round": 1, "status": "accepted", "pseudo_label": one, "attempts": [two]},
+            {"round": 2, "status": "rejected", "pseudo_label": two},
+            {"round": 3, "status": "no_label"}]
+  figs = report.history_figures(rounds)
+  assert [c for c, _ in figs] == ["round 0: before self-training", "round 1 label (accepted)",
+                                  "round 1: attempt 1", "round 2 label (rejected)",
+                                  "round 3: no_label"]
+  assert [None if g is None else g.tolist() for _, g in figs] == [one, one, two, two, None]
+  assert report.history_figures([]) == []

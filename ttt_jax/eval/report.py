@@ -31,6 +31,9 @@ class TestInputReport:
   votes: Sequence[tuple] = ()
   num_candidates: int = 0
   num_invalid: int = 0
+  # Self-training history: (caption, grid) per figure, e.g. a round's pseudo-label and its
+  # first attempt after training on it (``history_figures``).
+  rounds: Sequence[tuple[str, Optional[Grid]]] = ()
 
 
 @dataclasses.dataclass
@@ -132,8 +135,32 @@ def _task_html(r: TaskReport) -> str:
       parts.append(f'<table class="votes"><tr>{head}</tr>{rows}</table>')
     parts.append(f'<p class="counts">{t.num_candidates} candidates, {t.num_invalid} invalid</p>')
     parts.append("</div>")
+    if t.rounds:
+      parts.append(f'<div class="row"><h3>test {j}: self-training rounds</h3>')
+      for caption, grid in t.rounds:
+        css = ("" if t.truth is None or grid is None
+               else ("ok" if grids_equal(grid, t.truth) else "bad"))
+        parts.append(_figure(grid, caption, css))
+      parts.append("</div>")
   parts.append("</section>")
   return "\n".join(parts)
+
+
+def history_figures(rounds: Sequence[dict]) -> list[tuple[str, Optional[Grid]]]:
+  """Report figures for a record's self-training history (``selftrain.round_entry`` dicts):
+  each round's pseudo-label and its first attempt afterwards; a round that did not predict
+  shows its decision alone."""
+  figs: list[tuple[str, Optional[Grid]]] = []
+  for e in rounds:
+    r, status = e["round"], e.get("status")
+    if e.get("pseudo_label") is not None:
+      figs.append((f"round {r} label ({status})", np.asarray(e["pseudo_label"])))
+    if e.get("attempts"):
+      tag = "before self-training" if r == 0 else "attempt 1"
+      figs.append((f"round {r}: {tag}", np.asarray(e["attempts"][0])))
+    elif r > 0 and e.get("pseudo_label") is None:
+      figs.append((f"round {r}: {status}", None))
+  return figs
 
 
 def level_table(reports: Sequence[TaskReport]) -> list[tuple[str, int, int]]:

@@ -84,7 +84,8 @@ def write_outputs(out_dir: str, tasks: Sequence[Task], results: dict[str, list[d
                  for g in selection.order(r, r.get("select", "vote"))[:5]]
           if r.get("select", "vote") != "vote"
           else [(np.asarray(c["grid"]), c["count"], c.get("poe")) for c in r["candidates"][:5]],
-          num_candidates=r["num_views"] - r["num_invalid"], num_invalid=r["num_invalid"]))
+          num_candidates=r["num_views"] - r["num_invalid"], num_invalid=r["num_invalid"],
+          rounds=report.history_figures(r.get("rounds", ()))))
     s = by_id.get(t.task_id)
     reps.append(report.TaskReport(t, tests, level=levels.get(t.task_id),
                                   correct=None if s is None else s.correct,
