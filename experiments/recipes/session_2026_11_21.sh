@@ -6,7 +6,7 @@
 #   session_2026_11_21.sh positions  # grid-aware vs 1-D positions: truth log-prob, 102 held-out tasks
 #   session_2026_11_21.sh heldout    # fine-tuned-only held-out run with PoE scores (resumes)
 #   session_2026_11_21.sh heldout_ttt # the same 102 tasks with per-task TTT (pipeline defaults)
-#   session_2026_11_21.sh ablate     # TTT ablations on 24 held-out tasks (only "aug" finished)
+#   session_2026_11_21.sh ablate [aug|noaug|shared ...]  # TTT ablations on 24 held-out tasks
 # runs/tune_tasks: experiments.generated_tasks --out=runs/tune_tasks --per_family=2 --seed=2000000
 #   --families=crop_largest_object,gravity_cells,tile_with_flips,overlay_and,recolour_by_size,hollow_rectangles
 # runs/finetune_cpu_1d/model: python -m experiments.finetune --config=experiments/configs/finetune.py:cpu \
@@ -59,9 +59,17 @@ case "${1:-}" in
   heldout_ttt)  # the third session seeded adapters/ with the 41 of runs/eval/ho_ttt (same TTT
     # config, metadata checked); the TTT stage skips tasks whose adapter exists
     pipeline_run ho_ttt_greedy --config.tasks=runs/heldout_tasks --config.select.method=poe ;;
-  ablate)
-    ttt_arm runs/heldout_tasks24 runs/ablate aug --config.ttt.learning_rate=1e-3
-    ttt_arm runs/heldout_tasks24 runs/ablate noaug --config.ttt.learning_rate=1e-3 --config.ttt.augment=False
-    ttt_arm runs/heldout_tasks24 runs/ablate shared --config.ttt.learning_rate=1e-3 --config.ttt.shared_adapter=True ;;
+  ablate)  # ablate [ARM ...]: the arms named (default all); a rerun resumes each arm's adapters
+    shift; arms=${*:-aug noaug shared}
+    for arm in $arms; do
+      case $arm in
+        aug) ttt_arm runs/heldout_tasks24 runs/ablate aug --config.ttt.learning_rate=1e-3 ;;
+        noaug) ttt_arm runs/heldout_tasks24 runs/ablate noaug --config.ttt.learning_rate=1e-3 \
+                   --config.ttt.augment=False ;;
+        shared) ttt_arm runs/heldout_tasks24 runs/ablate shared --config.ttt.learning_rate=1e-3 \
+                    --config.ttt.shared_adapter=True ;;
+        *) echo "unknown ablation arm: $arm (aug, noaug, shared)" >&2; exit 2 ;;
+      esac
+    done ;;
   *) echo "usage: $0 sweep|dev80small|positions|heldout|heldout_ttt|ablate" >&2; exit 2 ;;
 esac
