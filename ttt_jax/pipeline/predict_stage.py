@@ -113,6 +113,26 @@ def _plan_groups(tasks: Sequence[Task], view_cfg: Any, context: int, group_size:
   return [entries[g:g + group_size] for g in range(0, len(entries), group_size)]
 
 
+def finished_records(out_dir: str, tasks: Sequence[Task]) -> dict[str, list[dict]]:
+  """Task id -> per-input records of the tasks whose every test input is predicted in
+  ``out_dir``, read while a run is still going (assembled files or their parts)."""
+  results = {}
+  for t in tasks:
+    path = _prediction_path(out_dir, t.task_id)
+    if os.path.exists(path):
+      with open(path) as f:
+        results[t.task_id] = json.load(f)["tests"]
+      continue
+    parts = [_part_path(out_dir, t.task_id, j) for j in range(len(t.test))]
+    if all(os.path.exists(p) for p in parts):
+      tests = []
+      for p in parts:
+        with open(p) as f:
+          tests.append(json.load(f))
+      results[t.task_id] = tests
+  return results
+
+
 def _assemble(out_dir: str, tasks: Sequence[Task], finished: set[str]) -> None:
   """One file per unfinished task from its parts; then the parts go."""
   for t in tasks:
