@@ -276,6 +276,8 @@ def test_self_train_stage_runs_rounds_after_prediction(tmp_path, tiny_model_dir,
   assert [e for e in record["rounds"] if "attempts" in e][-1]["attempts"] == record["attempts"]
   html_text = open(os.path.join(str(tmp_path), "report.html")).read()
   assert "self-training rounds" in html_text and "round 1 label" in html_text
+  scores = json.load(open(os.path.join(str(tmp_path), "scores.json")))
+  assert len(scores["solved_by_round"]) == 2 and scores["solved_by_round"][-1] == summary["solved"]
   assert "self_train" in json.load(open(os.path.join(str(tmp_path), "timings.json")))
   assert summary["num_scored"] == 1
 

@@ -251,3 +251,19 @@ def test_task_parallel_rounds_split_the_work_and_agree(tmp_path, monkeypatch):
   assert out[0][0] == out[1][0] and no_time(out[0][1]) == no_time(out[1][1])
   assert out[0][1][0]["accepted"] == 2
   assert os.path.exists(tmp_path / "selftrain" / "rounds.json")
+
+
+def test_attempts_by_round_follow_each_inputs_latest_prediction():
+  a, b, c = [[1]], [[2]], [[3]]
+  records = {
+      "kept": [{"attempts": [a], "rounds": [
+          {"round": 0, "attempts": [a]}, {"round": 1, "status": "rejected", "pseudo_label": a}]}],
+      "moved": [{"attempts": [c], "rounds": [
+          {"round": 0, "attempts": [a]}, {"round": 1, "status": "accepted", "attempts": [b]},
+          {"round": 2, "status": "accepted", "attempts": [c]}]}],
+      "plain": [{"attempts": [b]}]}
+  assert selftrain.attempts_by_round(records) == [
+      {"kept": [[a]], "moved": [[a]], "plain": [[b]]},
+      {"kept": [[a]], "moved": [[b]], "plain": [[b]]},
+      {"kept": [[a]], "moved": [[c]], "plain": [[b]]}]
+  assert selftrain.attempts_by_round({"plain": [{"attempts": [b]}]}) == [{"plain": [[b]]}]

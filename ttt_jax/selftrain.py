@@ -173,6 +173,25 @@ def round_entry(r: int, record: Optional[dict] = None, *, status: Optional[str] 
   return entry
 
 
+def attempts_by_round(records: Mapping[str, Sequence[dict]]) -> list[dict[str, list]]:
+  """For r = 0..R (the last round any record shows): task id -> each test input's attempts as
+  they stood after round r (its latest round that predicted), from the ``"rounds"`` histories.
+  A record without history keeps its attempts in every round."""
+  last = max((e["round"] for rs in records.values() for rec in rs
+              for e in rec.get("rounds", ())), default=0)
+  by_round = []
+  for r in range(last + 1):
+    at_r = {}
+    for tid, rs in records.items():
+      per_input = []
+      for rec in rs:
+        seen = [e for e in rec.get("rounds", ()) if e["round"] <= r and e.get("attempts") is not None]
+        per_input.append(seen[-1]["attempts"] if seen else rec["attempts"])
+      at_r[tid] = per_input
+    by_round.append(at_r)
+  return by_round
+
+
 def run_rounds(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any],
                results: dict[str, list[dict]], *, mcfg: Any, lcfg: Any, ocfg: Any, tcfg: Any,
                st_cfg: Any, select_method: str, predict: Callable[..., dict[str, list[dict]]],

@@ -105,3 +105,6 @@ def run_and_print(cfg: Any) -> None:
   print(f"pass@2: {summary['solved']}/{summary['num_scored']} tasks; views parsed: "
         f"{summary['views_parsed']}/{summary['views']}; test inputs topped up by the fallback: "
         f"{summary['fallback_inputs']}; report: {os.path.abspath(summary['report'])}")
+  if "solved_by_round" in summary:
+    print("pass@2 after self-training rounds 0, 1, ...: "
+          + ", ".join(f"{n}/{summary['num_scored']}" for n in summary["solved_by_round"]))

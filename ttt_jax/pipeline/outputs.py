@@ -67,6 +67,14 @@ def write_outputs(out_dir: str, tasks: Sequence[Task], results: dict[str, list[d
       "tasks": [dataclasses.asdict(s) for s in scores],
       "table": [dataclasses.asdict(r) if dataclasses.is_dataclass(r) else r for r in table],
   }
+  if any("rounds" in r for r in per_input):  # self-training: pass@2 after each round
+    from ttt_jax import selftrain  # deferred: imports the training stack
+    solutions = scoring.solutions_from_tasks(scored)
+    summary["solved_by_round"] = [
+        sum(s.correct for s in scoring.score_submission(
+            {tid: [[np.asarray(a, np.int8) for a in per] for per in at] for tid, at in at_r.items()},
+            solutions, levels))
+        for at_r in selftrain.attempts_by_round(results)]
   with open(os.path.join(out_dir, "scores.json"), "w") as f:
     json.dump(summary, f, indent=1)
   with open(os.path.join(out_dir, "errors.json"), "w") as f:
@@ -91,6 +99,9 @@ def write_outputs(out_dir: str, tasks: Sequence[Task], results: dict[str, list[d
                                   correct=None if s is None else s.correct,
                                   note=ttt_notes.get(t.task_id, "")))
   extra = [("tasks", str(len(tasks))), ("load errors", str(len(errors)))]
+  if "solved_by_round" in summary:
+    extra.append(("pass@2 after self-training rounds 0, 1, ...",
+                  ", ".join(f"{n}/{len(scored)}" for n in summary["solved_by_round"])))
   extra += [(f"time: {k}", f"{v:.1f}s") for k, v in timings.items()]
   report.write_html(os.path.join(out_dir, "report.html"), reps, title=title, extra=extra,
                     figures=[training_curve_svg(model_dir)] if model_dir else [])
