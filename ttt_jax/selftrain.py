@@ -261,13 +261,19 @@ def run_rounds(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any],
     lengths = [max(batching.input_length(e) for e in data[tid]) for tid in trainable]
     new_adapters = {}
     k_size = max(tcfg.group_size, 1)  # short groups are padded: one compiled shape per bucket
-    for group in batching.group_by_length(lengths, k_size, buckets):
+    groups = batching.group_by_length(lengths, k_size, buckets)
+    logging.info("self-training round %d: %d tasks active, %d with a pseudo-label, %d to train "
+                 "here in %d groups (%d decided before)", r, len(active), len(labels),
+                 len(trainable), len(groups), len(labels) - len(pending))
+    for g, group in enumerate(groups):
       ids = [trainable[i] for i in group]
       trained, _ = ttt.train_group(params, [data[t] for t in ids], ids, mcfg=mcfg, lcfg=lcfg,
                                    ocfg=ocfg, tcfg=tcfg.replace(epochs=st_cfg.epochs),
                                    initial=[current[t] for t in ids], num_tasks=k_size,
                                    step_fn=step_fn)
       new_adapters.update(zip(ids, trained))
+      logging.info("self-training round %d: trained group %d/%d (%.0fs into the round)", r, g + 1,
+                   len(groups), time.perf_counter() - t0)
     for tid in todo:
       task = by_id[tid]
       decision = {"task_id": tid, "round": r, "labels": {str(j): np.asarray(g).tolist()
@@ -301,6 +307,8 @@ def run_rounds(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any],
     accepted = [tid for tid, d in decided.items() if d["status"] == "accepted"]
     for tid in accepted:
       current[tid] = checkpoint.load_adapter(os.path.join(round_dir, "adapters"), tid)[0]
+    logging.info("self-training round %d: %d accepted, %d rejected; predicting the accepted",
+                 r, len(accepted), sum(d["status"] == "rejected" for d in decided.values()))
     new_records = predict([by_id[t] for t in accepted], {t: current[t] for t in accepted},
                           round_dir) if accepted else {}
     still = []
