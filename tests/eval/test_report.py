@@ -92,6 +92,6 @@ def test_history_figures_show_each_rounds_label_and_answer():
   figs = report.history_figures(rounds)
   assert [c for c, _ in figs] == ["round 0: before self-training", "round 1 label (accepted)",
                                   "round 1: attempt 1", "round 2 label (rejected)",
-                                  "round 3: no_label"]
+                                  "round 3: no confident candidate"]
   assert [None if g is None else g.tolist() for _, g in figs] == [one, one, two, two, None]
   assert report.history_figures([]) == []

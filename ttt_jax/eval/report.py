@@ -146,6 +146,9 @@ def _task_html(r: TaskReport) -> str:
   return "\n".join(parts)
 
 
+_ROUND_STATUS = {"no_label": "no confident candidate", "no_data": "no training example fits"}
+
+
 def history_figures(rounds: Sequence[dict]) -> list[tuple[str, Optional[Grid]]]:
   """Report figures for a record's self-training history (``selftrain.round_entry`` dicts):
   each round's pseudo-label and its first attempt afterwards; a round that did not predict
@@ -159,7 +162,7 @@ def history_figures(rounds: Sequence[dict]) -> list[tuple[str, Optional[Grid]]]:
       tag = "before self-training" if r == 0 else "attempt 1"
       figs.append((f"round {r}: {tag}", np.asarray(e["attempts"][0])))
     elif r > 0 and e.get("pseudo_label") is None:
-      figs.append((f"round {r}: {status}", None))
+      figs.append((f"round {r}: {_ROUND_STATUS.get(status, status)}", None))
   return figs
 
 
