@@ -88,6 +88,20 @@ def test_loo_exact_is_teacher_forced_greedy_on_each_demonstration():
   assert got.tolist() == want
   assert selftrain.verified(np.array([1, 0, 0], bool), np.array([0, 1, 0], bool))
   assert not selftrain.verified(np.array([1, 1, 0], bool), np.array([0, 1, 0], bool))
+  exact, acc = selftrain.loo_greedy(PARAMS, None, task, cfg=CFG)
+  assert exact.tolist() == want and acc.shape == (3,) and ((acc >= 0) & (acc <= 1)).all()
+  assert all(a == 1.0 for a, e in zip(acc, exact) if e)  # exact means every token is greedy
+  for p, a, tok_acc in zip(prompts, answers, acc):
+    # Token k is greedy iff the one-token answer a[k] is greedy after the prompt p + a[:k].
+    hits = scoring.answers_are_greedy(PARAMS, None, [np.concatenate([p, a[:k]]) for k in range(len(a))],
+                                      [a[k:k + 1] for k in range(len(a))], cfg=CFG)
+    assert tok_acc == pytest.approx(hits.mean())
+  # With nothing exact before, a drop in token accuracy is what rejects.
+  none = np.zeros(3, bool)
+  assert not selftrain.verified(none, none, np.array([.5, .5, .5]), np.array([.4, .5, .5]))
+  assert selftrain.verified(none, none, np.array([.5, .5, .5]), np.array([.4, .5, .5]),
+                            max_token_acc_drop=0.05)
+  assert selftrain.verified(none, none, np.array([.5, .5, .5]), np.array([.6, .5, .5]))
 
 
 def test_top_unchanged_compares_every_input_leader():

@@ -8,7 +8,8 @@ At test time the missing latent of an ARC task is its test output. A round
            ``pair_weights``) and continues training the task's adapter
            (``ttt.train_group(initial=...)``);
   verify   keeps the new adapter only if its leave-one-out accuracy on the task's *real*
-           demonstrations did not drop (``loo_exact``: greedy exactness, teacher-forced).
+           demonstrations did not drop (``loo_greedy``: greedy exactness and token accuracy,
+           teacher-forced).
 After Ruan et al. 2025 (EM over latent thoughts) and DeepSearch 2025 (train on verified wins;
 a task whose top candidate stops changing is cached and searched no more).
 """
@@ -104,21 +105,36 @@ def loo_rows(task: Task, max_tokens: int) -> tuple[list[np.ndarray], list[np.nda
   return prompts, answers
 
 
-def loo_exact(params: Any, adapter: Any, task: Task, *, cfg: Any, lora_cfg: Any = None,
-              max_tokens: Optional[int] = None) -> np.ndarray:
-  """Per real demonstration (that fits), whether greedy decoding from the other
-  demonstrations returns its output exactly: bool[n], one teacher-forced forward pass
-  (``scoring.answers_are_greedy``)."""
+def loo_greedy(params: Any, adapter: Any, task: Task, *, cfg: Any, lora_cfg: Any = None,
+               max_tokens: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+  """Per real demonstration (that fits) as the query of the others, teacher-forced in one
+  forward pass (``scoring.greedy_matches``): (whether greedy decoding returns its output
+  exactly: bool[n], the fraction of its output tokens that are greedy: float[n])."""
   from ttt_jax.infer import scoring  # deferred: JAX
   prompts, answers = loo_rows(task, max_tokens or cfg.max_seq_len)
-  return scoring.answers_are_greedy(params, adapter, prompts, answers, cfg=cfg, lora_cfg=lora_cfg)
+  return scoring.greedy_matches(params, adapter, prompts, answers, cfg=cfg, lora_cfg=lora_cfg)
 
 
-def verified(before: np.ndarray, after: np.ndarray) -> bool:
-  """The M-step's adapter is kept only if leave-one-out accuracy did not drop."""
+def loo_exact(params: Any, adapter: Any, task: Task, *, cfg: Any, lora_cfg: Any = None,
+              max_tokens: Optional[int] = None) -> np.ndarray:
+  """``loo_greedy``'s exactness alone: bool[n]."""
+  return loo_greedy(params, adapter, task, cfg=cfg, lora_cfg=lora_cfg, max_tokens=max_tokens)[0]
+
+
+def verified(before: np.ndarray, after: np.ndarray, token_acc_before: Optional[np.ndarray] = None,
+             token_acc_after: Optional[np.ndarray] = None, max_token_acc_drop: float = 0.0
+             ) -> bool:
+  """The M-step's adapter is kept only if leave-one-out accuracy did not drop: the number of
+  demonstrations reproduced exactly, and (when given) the mean token accuracy by more than
+  ``max_token_acc_drop``. The second test is what a weak model's verification rests on: with
+  no demonstration exact before, exactness alone cannot drop and would accept any label."""
   if before.shape != after.shape:
     raise ValueError(f"leave-one-out results of different lengths: {before.shape} vs {after.shape}")
-  return int(np.sum(after)) >= int(np.sum(before))
+  if int(np.sum(after)) < int(np.sum(before)):
+    return False
+  if token_acc_before is None or token_acc_after is None or not len(token_acc_before):
+    return True
+  return float(np.mean(token_acc_after)) >= float(np.mean(token_acc_before)) - max_token_acc_drop
 
 
 def top_unchanged(before: Sequence[dict], after: Sequence[dict], method: str = "vote") -> bool:
@@ -222,6 +238,7 @@ def run_rounds(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any],
   index, count = ((multihost.process_index(), multihost.process_count()) if task_parallel
                   else (0, 1))
   rule = ConfidenceRule(st_cfg.min_vote_share, st_cfg.min_margin)
+  max_acc_drop = float(getattr(st_cfg, "max_token_acc_drop", 0.0))
   from ttt_jax.model import transformer
   from ttt_jax.train import steps
   # One jitted step for every group of every round (a new one per call would recompile each).
@@ -282,13 +299,14 @@ def run_rounds(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any],
       if tid not in new_adapters:
         decision.update(status="no_data")
       else:
-        before = loo_exact(params, current[tid], task, cfg=mcfg, lora_cfg=lcfg,
-                           max_tokens=tcfg.max_tokens)
-        after = loo_exact(params, new_adapters[tid], task, cfg=mcfg, lora_cfg=lcfg,
-                          max_tokens=tcfg.max_tokens)
-        ok = verified(before, after)
+        before, acc_before = loo_greedy(params, current[tid], task, cfg=mcfg, lora_cfg=lcfg,
+                                        max_tokens=tcfg.max_tokens)
+        after, acc_after = loo_greedy(params, new_adapters[tid], task, cfg=mcfg, lora_cfg=lcfg,
+                                      max_tokens=tcfg.max_tokens)
+        ok = verified(before, after, acc_before, acc_after, max_acc_drop)
         decision.update(status="accepted" if ok else "rejected", loo_before=before.tolist(),
-                        loo_after=after.tolist())
+                        loo_after=after.tolist(), loo_token_acc_before=acc_before.tolist(),
+                        loo_token_acc_after=acc_after.tolist())
         if ok:
           checkpoint.save_adapter(os.path.join(round_dir, "adapters"), tid, new_adapters[tid],
                                   {"task_id": tid, "status": "trained", "round": r})

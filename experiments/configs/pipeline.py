@@ -92,10 +92,13 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
   # input's leading candidate (by select.method) becomes a pseudo-label when its vote share is
   # at least min_vote_share and (min_margin > 0) its PoE score beats the runner-up's by
   # min_margin nats; pseudo pairs join the leave-one-out data with loss weight `weight`, the
-  # adapter trains `epochs` more epochs and is kept only if leave-one-out exactness on the real
-  # demonstrations does not drop. Rounds write under out_dir/selftrain/.
+  # adapter trains `epochs` more epochs and is kept only if, on the real demonstrations (each
+  # the query of the others), the number reproduced exactly does not drop and the mean
+  # teacher-forced token accuracy drops by at most max_token_acc_drop (1.0: exactness alone).
+  # Rounds write under out_dir/selftrain/.
   c.self_train = config_dict.ConfigDict(dict(
-      enabled=False, rounds=3, min_vote_share=0.5, min_margin=0.0, weight=0.5, epochs=1))
+      enabled=False, rounds=3, min_vote_share=0.5, min_margin=0.0, weight=0.5, epochs=1,
+      max_token_acc_drop=0.0))
 
   if preset == "paper":
     c.tasks = "dev80"

@@ -70,27 +70,43 @@ _sequence_logprobs_jit = jax.jit(sequence_logprobs, static_argnames=("cfg", "lor
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "lora_cfg"))
-def _greedy_match(params, adapter, tokens_BxT, mask_BxT, answer_BxT, *, cfg, lora_cfg):
+def _greedy_hits(params, adapter, tokens_BxT, mask_BxT, answer_BxT, *, cfg, lora_cfg):
+  """Per row: (all answer tokens greedy, answer tokens greedy, answer tokens). A token is
+  greedy when no logit beats the truth's (an exact tie counts for the truth)."""
   positions_BxT = transformer.positions_from_mask(mask_BxT)
   logits_BxTxV = transformer.forward(params, adapter, tokens_BxT, positions_BxT, mask_BxT,
-                                     cfg=cfg, lora_cfg=lora_cfg)
-  hit_BxT = jnp.argmax(logits_BxTxV[:, :-1], axis=-1) == tokens_BxT[:, 1:]
-  return jnp.all(jnp.where(answer_BxT[:, 1:], hit_BxT, True), axis=-1)
+                                     cfg=cfg, lora_cfg=lora_cfg)[:, :-1]
+  truth_BxT = jnp.take_along_axis(logits_BxTxV, tokens_BxT[:, 1:, None], axis=-1)[..., 0]
+  hit_BxT = truth_BxT >= jnp.max(logits_BxTxV, axis=-1)
+  ans_BxT = answer_BxT[:, 1:].astype(bool)
+  return (jnp.all(jnp.where(ans_BxT, hit_BxT, True), axis=-1),
+          jnp.sum(hit_BxT & ans_BxT, axis=-1), jnp.sum(ans_BxT, axis=-1))
+
+
+def greedy_matches(params, adapter, prompts: Sequence[np.ndarray], answers: Sequence[np.ndarray],
+                   *, cfg, lora_cfg=None, length_multiple: int = 64
+                   ) -> tuple[np.ndarray, np.ndarray]:
+  """Teacher-forced greedy agreement of each answer, in one forward pass: (exact bool[n]:
+  greedy decoding returns the whole answer, i.e. every answer token is the argmax given the
+  answer before it; token accuracy float[n]: the fraction of answer tokens that are).
+  Exact ties between logits count as the truth's token winning."""
+  if not prompts:
+    return np.zeros(0, bool), np.zeros(0)
+  length = bucket(max(len(p) + len(a) for p, a in zip(prompts, answers)), length_multiple)
+  t, m, a = right_pad(prompts, answers, length)
+  exact, hits, total = _greedy_hits(params, adapter, jnp.asarray(t), jnp.asarray(m),
+                                    jnp.asarray(a), cfg=cfg,
+                                    lora_cfg=lora_cfg if adapter is not None else None)
+  return np.asarray(exact, bool), np.asarray(hits, np.float64) / np.maximum(np.asarray(total), 1)
 
 
 def answers_are_greedy(params, adapter, prompts: Sequence[np.ndarray],
                        answers: Sequence[np.ndarray], *, cfg, lora_cfg=None,
                        length_multiple: int = 64) -> np.ndarray:
-  """Whether greedy decoding of each prompt returns exactly its answer, in one forward pass:
-  it does iff every answer token is the argmax given the answer before it (teacher forcing).
-  bool[n]. Exact ties between logits count as the truth's token winning."""
-  if not prompts:
-    return np.zeros(0, bool)
-  length = bucket(max(len(p) + len(a) for p, a in zip(prompts, answers)), length_multiple)
-  t, m, a = right_pad(prompts, answers, length)
-  out = _greedy_match(params, adapter, jnp.asarray(t), jnp.asarray(m), jnp.asarray(a), cfg=cfg,
-                      lora_cfg=lora_cfg if adapter is not None else None)
-  return np.asarray(out, bool)
+  """Whether greedy decoding of each prompt returns exactly its answer: bool[n]
+  (``greedy_matches``' first half)."""
+  return greedy_matches(params, adapter, prompts, answers, cfg=cfg, lora_cfg=lora_cfg,
+                        length_multiple=length_multiple)[0]
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "lora_cfg"))
