@@ -288,3 +288,18 @@ def test_report_draws_the_base_models_training_curve(tmp_path):
   svg = outputs.training_curve_svg(store_lib.DEFAULT_MODEL_DIR)
   assert svg.count("<polyline") == 2 and "train loss" in svg and "held-out loss" in svg
   assert outputs.training_curve_svg(str(tmp_path)) == ""  # no meta.json: no figure
+
+
+def test_self_train_learning_rate_replaces_ttts_only_when_set(monkeypatch):
+  from ttt_jax import selftrain  # pylint: disable=g-import-not-at-top
+  from ttt_jax.pipeline import selftrain_stage  # pylint: disable=g-import-not-at-top
+  seen = []
+  monkeypatch.setattr(selftrain, "run_rounds",
+                      lambda *a, ocfg, **k: (seen.append(ocfg.learning_rate), ({}, []))[1])
+  c = pipeline_config.get_config()
+  c.ttt.learning_rate = 3e-4
+  mcfg = config.get_config("tiny")
+  for rate in (None, 2e-3):
+    c.self_train.learning_rate = rate
+    selftrain_stage.run(c, [], None, mcfg, None, {}, {}, task_parallel=False)
+  assert seen == [3e-4, 2e-3]

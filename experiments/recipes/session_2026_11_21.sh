@@ -6,6 +6,7 @@
 #   session_2026_11_21.sh positions  # grid-aware vs 1-D positions: truth log-prob, 102 held-out tasks
 #   session_2026_11_21.sh heldout    # fine-tuned-only held-out run with PoE scores (resumes)
 #   session_2026_11_21.sh heldout_ttt # the same 102 tasks with per-task TTT (pipeline defaults)
+#   session_2026_11_21.sh selftrain_ds # self-training rounds on dev80-small (exactness-only and default verification)
 #   session_2026_11_21.sh ablate [aug|noaug|shared ...]  # TTT ablations on 24 held-out tasks
 # runs/tune_tasks: experiments.generated_tasks --out=runs/tune_tasks --per_family=2 --seed=2000000
 #   --families=crop_largest_object,gravity_cells,tile_with_flips,overlay_and,recolour_by_size,hollow_rectangles
@@ -59,6 +60,14 @@ case "${1:-}" in
   heldout_ttt)  # the third session seeded adapters/ with the 41 of runs/eval/ho_ttt (same TTT
     # config, metadata checked); the TTT stage skips tasks whose adapter exists
     pipeline_run ho_ttt_greedy --config.tasks=runs/heldout_tasks --config.select.method=poe ;;
+  selftrain_ds)  # self-training on dev80-small after the main command's TTT and prediction: each
+    # arm starts from a copy of its adapters and predictions, so only the rounds run
+    pipeline_run main_run
+    for arm in "ds_st_exact --config.self_train.max_token_acc_drop=1.0" "ds_st"; do
+      set -- $arm
+      mkdir -p "runs/eval16/$1" && cp -r runs/eval16/main_run/adapters runs/eval16/main_run/predictions "runs/eval16/$1/"
+      pipeline_run "$@" --config.self_train.enabled=True
+    done ;;
   ablate)  # ablate [ARM ...]: the arms named (default all); a rerun resumes each arm's adapters
     shift; arms=${*:-aug noaug shared}
     for arm in $arms; do
@@ -71,5 +80,5 @@ case "${1:-}" in
         *) echo "unknown ablation arm: $arm (aug, noaug, shared)" >&2; exit 2 ;;
       esac
     done ;;
-  *) echo "usage: $0 sweep|dev80small|positions|heldout|heldout_ttt|ablate" >&2; exit 2 ;;
+  *) echo "usage: $0 sweep|dev80small|positions|heldout|heldout_ttt|selftrain_ds|ablate" >&2; exit 2 ;;
 esac
