@@ -63,7 +63,8 @@ case "${1:-}" in
   selftrain_ds)  # self-training on dev80-small after the main command's TTT and prediction: each
     # arm starts from a copy of its adapters and predictions, so only the rounds run
     pipeline_run main_run
-    for arm in "ds_st_exact --config.self_train.max_token_acc_drop=1.0" "ds_st"; do
+    for arm in "ds_st_exact --config.self_train.max_token_acc_drop=1.0" "ds_st" \
+               "ds_st_lr1e-3_e2 --config.self_train.learning_rate=1e-3 --config.self_train.epochs=2"; do
       set -- $arm
       mkdir -p "runs/eval16/$1" && cp -r runs/eval16/main_run/adapters runs/eval16/main_run/predictions "runs/eval16/$1/"
       pipeline_run "$@" --config.self_train.enabled=True
