@@ -2,8 +2,9 @@
 
 Each round predicts with the prediction stage into its own directory under
 ``<out_dir>/selftrain/``, so rounds resume like the rest of the pipeline; the adapters continue
-with the TTT settings (``self_train.learning_rate`` may replace TTT's rate), and each task's latest records are what the outputs report. Several processes split each round's
-tasks (``task_parallel``), as they split TTT and prediction.
+with the TTT settings (``self_train.learning_rate`` may replace TTT's rate), and each task's
+latest records are what the outputs report. Several processes split each round's tasks
+(``task_parallel``), as they split TTT and prediction.
 """
 
 from __future__ import annotations
