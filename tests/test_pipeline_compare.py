@@ -1,0 +1,78 @@
+"""ttt_jax.pipeline.compare: families, running runs, and runs compared on common tasks."""
+
+import json
+import os
+import subprocess
+import sys
+
+from ttt_jax.arc import io
+from ttt_jax.pipeline import compare, predict_stage
+
+
+def _task(i):
+  pair = lambda v: {"input": [[v, 0], [0, v]], "output": [[v]]}
+  return {"train": [pair(1), pair(2)], "test": [pair(3 + i)]}
+
+
+def _record(grids, counts):
+  cands = [{"grid": g, "count": c} for g, c in zip(grids, counts)]
+  return {"attempts": grids[:2], "candidates": cands, "ranked": [{"grid": g} for g in grids],
+          "num_views": sum(counts) + 1, "num_invalid": 1, "select": "vote"}
+
+
+def test_family_strips_only_a_trailing_number():
+  assert compare.family("crop_smallest_object_004") == "crop_smallest_object"
+  assert compare.family("0a1d4ef5") == "0a1d4ef5"
+  assert compare.family("mirror_concat_x") == "mirror_concat_x"
+
+
+def test_runs_are_compared_on_the_tasks_all_have_finished(tmp_path):
+  task_dir = tmp_path / "tasks"
+  task_dir.mkdir()
+  for i, name in enumerate(["fam_a_000", "fam_a_001", "fam_b_000"]):
+    (task_dir / f"{name}.json").write_text(json.dumps(_task(i)))
+  right = lambda i: [[3 + i]]
+  # A finished run: every task; fam_a_000 right (2nd by vote), the others wrong.
+  done = tmp_path / "done"
+  done.mkdir()
+  (done / "candidates.json").write_text(json.dumps({
+      "fam_a_000": [_record([[[9]], right(0)], [5, 2])],
+      "fam_a_001": [_record([[[9]]], [4])],
+      "fam_b_000": [_record([[[9]]], [4])]}))
+  # A run still going: fam_a_000 assembled, fam_b_000 as a part, fam_a_001 not yet predicted.
+  going = tmp_path / "going"
+  parts = going / predict_stage.PREDICTIONS / predict_stage.PARTS
+  parts.mkdir(parents=True)
+  (going / predict_stage.PREDICTIONS / "fam_a_000.json").write_text(json.dumps(
+      {"task_id": "fam_a_000", "tests": [_record([right(0)], [7])]}))
+  (parts / "fam_b_000.0.json").write_text(json.dumps(_record([right(2)], [3])))
+
+  tasks = io.load_tasks(str(task_dir))[0]
+  done_res, done_finished = compare.run_records(str(done), tasks)
+  going_res, going_finished = compare.run_records(str(going), tasks)
+  assert done_finished and not going_finished
+  assert sorted(going_res) == ["fam_a_000", "fam_b_000"]
+
+  rows = compare.table_rows([("ft", done_res), ("ttt", going_res)], tasks, by_family=True)
+  got = {(r["group"], r["run"]): [r[c] for c in ("tasks",) + compare.COLUMNS] for r in rows}
+  # columns: tasks, vote, poe, vote+poe, pass@all (no PoE scores: poe orders like the vote)
+  assert list(got) == [("all", "ft"), ("all", "ttt"), ("fam_a", "ft"), ("fam_a", "ttt"),
+                       ("fam_b", "ft"), ("fam_b", "ttt")]
+  assert got["all", "ft"] == [2, 1, 1, 1, 1] and got["all", "ttt"] == [2, 2, 2, 2, 2]
+  assert got["fam_a", "ft"] == [1, 1, 1, 1, 1] and got["fam_b", "ft"] == [1, 0, 0, 0, 0]
+  assert got["fam_b", "ttt"] == [1, 1, 1, 1, 1]
+  ft_all = next(r for r in rows if r["group"] == "all" and r["run"] == "ft")
+  # fam_a_000: 8 views, 7 parsed; fam_b_000: 5 views, 4 parsed (fam_a_001 is not common)
+  assert (ft_all["views_parsed"], ft_all["views"], ft_all["inputs"]) == (11, 13, 2)
+
+  # The binary prints the same rows.
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, "-m", "experiments.selection_table",
+                        f"--run={done},{going}", "--label=ft,ttt", f"--tasks={task_dir}",
+                        "--by_family"], cwd=root, capture_output=True, text=True, check=True,
+                       env=dict(os.environ, PYTHONPATH=root, JAX_PLATFORMS="cpu")).stdout
+  assert out.startswith("2 tasks with truth finished in every run; ft: 3 finished, "
+                        "ttt: 2 finished (running)")
+  printed = {line.split("|")[1].strip(): [int(c) for c in line.split("|")[2:7]]
+             for line in out.splitlines()[3:]}
+  assert printed == {f"{run}{'' if g == 'all' else ' / ' + g}": v for (g, run), v in got.items()}

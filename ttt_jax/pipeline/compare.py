@@ -1,0 +1,88 @@
+"""Pipeline runs side by side: pass@2 under every selection method, from stored candidates.
+
+Each method's attempts are ``ttt_jax.infer.selection``'s choice among the candidates a run
+stored (the function the pipeline uses; no second decode), so a run made with
+``select.method=poe`` can be re-ranked offline. A run still going is read from its finished
+predictions, and runs are compared on the tasks all of them have finished (decoding goes by
+prompt length, so partial runs finish the same shortest tasks first).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Sequence
+
+import numpy as np
+
+from ttt_jax.arc.task import Task
+from ttt_jax.infer import selection
+from ttt_jax.pipeline import predict_stage, select_stage
+
+COLUMNS = tuple(selection.METHODS) + ("pass@all",)
+
+
+def _same(a, b) -> bool:
+  a, b = np.asarray(a), np.asarray(b)
+  return a.shape == b.shape and np.array_equal(a, b)
+
+
+def family(task_id: str) -> str:
+  """A generated task's family: its id without the trailing ``_NNN`` (other ids unchanged)."""
+  head, _, num = task_id.rpartition("_")
+  return head if head and num.isdigit() else task_id
+
+
+def run_records(run_dir: str, tasks: Sequence[Task]) -> tuple[dict[str, list[dict]], bool]:
+  """(task id -> records, finished): candidates.json of a finished run, else the tasks whose
+  predictions are done so far."""
+  path = os.path.join(run_dir, "candidates.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f), True
+  return predict_stage.finished_records(run_dir, tasks), False
+
+
+def solved_by_method(results: dict[str, list[dict]], tasks: Sequence[Task]) -> dict[str, int]:
+  """Tasks solved (every test input right within two attempts) per method, plus pass@all
+  (every test output among the candidates at all: the ceiling of any selection)."""
+  solved = dict.fromkeys(COLUMNS, 0)
+  for t in tasks:
+    if not t.has_test_outputs or t.task_id not in results:
+      continue
+    recs = results[t.task_id]
+    for m in selection.METHODS:
+      solved[m] += all(any(_same(a, t.test[j].output)
+                           for a in select_stage.select_test_input(r, t, j, m)["attempts"])
+                       for j, r in enumerate(recs))
+    solved["pass@all"] += all(any(_same(g, t.test[j].output) for g in selection.vote_order(r))
+                              for j, r in enumerate(recs))
+  return solved
+
+
+def table_rows(runs: Sequence[tuple[str, dict[str, list[dict]]]], tasks: Sequence[Task],
+               by_family: bool = False) -> list[dict]:
+  """One row per (task group, run) over the tasks with truth that every run has finished:
+  ``group`` ("all", then each family when ``by_family``), ``run``, ``tasks``, the solved
+  counts of ``COLUMNS``, mean distinct candidates per input, inputs with PoE scores, views
+  parsed and views."""
+  common = set.intersection(*(set(res) for _, res in runs)) if runs else set()
+  tasks = [t for t in tasks if t.task_id in common and t.has_test_outputs]
+  groups = [("all", tasks)]
+  if by_family:
+    groups += [(n, [t for t in tasks if family(t.task_id) == n])
+               for n in sorted({family(t.task_id) for t in tasks})]
+  rows = []
+  for name, ts in groups:
+    for label, results in runs:
+      per_input = [r for t in ts for r in results[t.task_id]]
+      rows.append(dict(
+          group=name, run=label, tasks=len(ts), **solved_by_method(results, ts),
+          candidates=float(np.mean([len(selection.vote_order(r)) for r in per_input]))
+          if per_input else 0.0,
+          inputs_scored=sum(any(c.get("poe") is not None for c in r["candidates"])
+                            for r in per_input),
+          inputs=len(per_input),
+          views_parsed=sum(r["num_views"] - r["num_invalid"] for r in per_input),
+          views=sum(r["num_views"] for r in per_input)))
+  return rows
