@@ -15,16 +15,15 @@ from typing import Sequence
 
 import numpy as np
 
-from ttt_jax.arc.task import Task
+from ttt_jax.arc.task import Task, grids_equal
 from ttt_jax.infer import selection
 from ttt_jax.pipeline import predict_stage, select_stage
 
 COLUMNS = tuple(selection.METHODS) + ("pass@all",)
 
 
-def _same(a, b) -> bool:
-  a, b = np.asarray(a), np.asarray(b)
-  return a.shape == b.shape and np.array_equal(a, b)
+def _same(a, b) -> bool:  # stored grids are nested lists
+  return grids_equal(np.asarray(a), np.asarray(b))
 
 
 def family(task_id: str) -> str:
