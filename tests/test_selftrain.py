@@ -207,6 +207,62 @@ def test_rounds_accept_a_right_label_reject_a_wrong_one_and_resume(tmp_path, mon
   assert [(s["accepted"], s["labels_right"]) for s in again_rounds] == [(1, 1)]
 
 
+def test_control_verification_rejects_a_label_no_better_than_training_without_it(
+    tmp_path, monkeypatch):
+  """Planted leave-one-out results: the labelled adapter beats the one it continued from but
+  not the same continuation trained without the label. ``verify="before"`` accepts it,
+  ``verify="control"`` rejects it; the control trains on the task's own leave-one-out data."""
+  task = _const_task()
+  start = jax.tree.map(np.asarray, ttt.init_adapter(CFG, ST_LCFG, task.task_id, 0))
+  tcfg = ST_TCFG.replace(epochs=1)
+  real_train, trained = ttt.train_group, []
+
+  def spy(params, data, ids, **k):
+    out = real_train(params, data, ids, **k)
+    trained.append((data[0], out[0][0]))
+    return out
+
+  monkeypatch.setattr(ttt, "train_group", spy)
+
+  def planted(params, adapter, task, **k):
+    if adapter is start:
+      return np.array([False] * 3), np.array([0.2] * 3)
+    if adapter is trained[0][1]:  # the labelled M-step
+      return np.array([False] * 3), np.array([0.4] * 3)
+    assert adapter is trained[1][1]  # the control
+    return np.array([False] * 3), np.array([0.6] * 3)
+
+  monkeypatch.setattr(selftrain, "loo_greedy", planted)
+  records = {task.task_id: [{"candidates": [{"grid": [[2]], "count": 3}],
+                             "ranked": [{"grid": [[2]]}]}]}
+
+  def run(verify):
+    trained.clear()
+    return selftrain.run_rounds(
+        PARAMS, [task], {task.task_id: start}, records, mcfg=CFG, lcfg=ST_LCFG, ocfg=ST_OCFG,
+        tcfg=tcfg, st_cfg=_StCfg(rounds=1, verify=verify), select_method="vote",
+        predict=lambda ts, ads, d: {t.task_id: records[t.task_id] for t in ts},
+        out_dir=str(tmp_path / verify))[1]
+
+  assert [(s["accepted"], s["rejected"]) for s in run("before")] == [(1, 0)]
+  assert len(trained) == 1  # no control trained
+  assert [(s["accepted"], s["rejected"]) for s in run("control")] == [(0, 1)]
+  labelled_data, control_data = trained[0][0], trained[1][0]
+  plain = loo.build_ttt_dataset(task, n_max=tcfg.n_max, max_tokens=tcfg.max_tokens,
+                                augment=False, seed=tcfg.seed + 1)
+  assert len(control_data) == len(plain)
+  for got, want in zip(control_data, plain):
+    np.testing.assert_array_equal(got.tokens_T, want.tokens_T)
+  assert any(len(a.tokens_T) != len(b.tokens_T) for a, b in zip(labelled_data, plain))
+  import json  # pylint: disable=g-import-not-at-top
+  with open(tmp_path / "control" / "selftrain" / "round1" / "decisions" / "const.json") as f:
+    decision = json.load(f)
+  assert decision["status"] == "rejected" and decision["verify"] == "control"
+  assert decision["loo_token_acc_control"] == [0.6] * 3
+  with pytest.raises(ValueError, match="verify"):
+    run("sometimes")
+
+
 def test_rounds_without_a_confident_candidate_change_nothing(tmp_path):
   task = _const_task()
   split = [{"candidates": [{"grid": [[1]], "count": 2}, {"grid": [[3]], "count": 2}],

@@ -9,7 +9,8 @@ At test time the missing latent of an ARC task is its test output. A round
            (``ttt.train_group(initial=...)``);
   verify   keeps the new adapter only if its leave-one-out accuracy on the task's *real*
            demonstrations did not drop (``loo_greedy``: greedy exactness and token accuracy,
-           teacher-forced).
+           teacher-forced); with ``verify="control"`` also not below that of the same
+           continuation trained without the pseudo-labels (``VERIFY``).
 After Ruan et al. 2025 (EM over latent thoughts) and DeepSearch 2025 (train on verified wins;
 a task whose top candidate stops changing is cached and searched no more).
 """
@@ -153,6 +154,36 @@ def top_unchanged(before: Sequence[dict], after: Sequence[dict], method: str = "
 
 
 SELFTRAIN = "selftrain"
+# What an M-step's adapter is verified against on the real demonstrations: "before" = the
+# adapter it continued from; "control" = that too, and the same continuation trained without
+# the pseudo-labels (same data seed, epochs and rate). The demonstrations are in the M-step's
+# data, so more training alone raises their leave-one-out accuracy: the control asks whether
+# the label helped beyond that, at twice the M-step's training cost.
+VERIFY = ("before", "control")
+
+
+def _train_groups(params: Any, data: Mapping[str, list], initial: Mapping[str, Any], what: str,
+                  *, mcfg: Any, lcfg: Any, ocfg: Any, tcfg: Any, step_fn: Any, t0: float
+                  ) -> dict[str, Any]:
+  """Continues each task's adapter from ``initial`` on its ``data`` (non-empty), grouped by
+  length like TTT; returns task id -> trained adapter."""
+  from ttt_jax.data import batching  # deferred: JAX
+  from ttt_jax.train import ttt
+  ids_all = list(data)
+  buckets = batching.default_buckets(tcfg.max_tokens, tcfg.min_bucket)
+  lengths = [max(batching.input_length(e) for e in data[t]) for t in ids_all]
+  k_size = max(tcfg.group_size, 1)  # short groups are padded: one compiled shape per bucket
+  groups = batching.group_by_length(lengths, k_size, buckets)
+  trained_by_id = {}
+  for g, group in enumerate(groups):
+    ids = [ids_all[i] for i in group]
+    trained, _ = ttt.train_group(params, [data[t] for t in ids], ids, mcfg=mcfg, lcfg=lcfg,
+                                 ocfg=ocfg, tcfg=tcfg, initial=[initial[t] for t in ids],
+                                 num_tasks=k_size, step_fn=step_fn)
+    trained_by_id.update(zip(ids, trained))
+    logging.info("self-training %s: trained group %d/%d (%.0fs into the round)", what, g + 1,
+                 len(groups), time.perf_counter() - t0)
+  return trained_by_id
 
 
 def _decision_path(round_dir: str, task_id: str) -> str:
@@ -232,13 +263,15 @@ def run_rounds(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any],
   so all agree on what ``predict`` (itself task-parallel) gets. Process 0 writes rounds.json.
   """
   import jax  # deferred: the pure parts above import without JAX
-  from ttt_jax.data import batching
   from ttt_jax.parallel import multihost
   from ttt_jax.train import checkpoint, ttt
   index, count = ((multihost.process_index(), multihost.process_count()) if task_parallel
                   else (0, 1))
   rule = ConfidenceRule(st_cfg.min_vote_share, st_cfg.min_margin)
   max_acc_drop = float(getattr(st_cfg, "max_token_acc_drop", 0.0))
+  verify = getattr(st_cfg, "verify", "before")
+  if verify not in VERIFY:
+    raise ValueError(f"self_train.verify must be one of {VERIFY}, got {verify!r}")
   from ttt_jax.model import transformer
   from ttt_jax.train import steps
   # One jitted step for every group of every round (a new one per call would recompile each).
@@ -274,23 +307,19 @@ def run_rounds(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any],
                                 max_tokens=tcfg.max_tokens, loss_mode=tcfg.loss_mode,
                                 augment=tcfg.augment, seed=tcfg.seed + r) for tid in todo}
     trainable = [tid for tid in todo if data[tid]]
-    buckets = batching.default_buckets(tcfg.max_tokens, tcfg.min_bucket)
-    lengths = [max(batching.input_length(e) for e in data[tid]) for tid in trainable]
-    new_adapters = {}
-    k_size = max(tcfg.group_size, 1)  # short groups are padded: one compiled shape per bucket
-    groups = batching.group_by_length(lengths, k_size, buckets)
     logging.info("self-training round %d: %d tasks active, %d with a pseudo-label, %d to train "
-                 "here in %d groups (%d decided before)", r, len(active), len(labels),
-                 len(trainable), len(groups), len(labels) - len(pending))
-    for g, group in enumerate(groups):
-      ids = [trainable[i] for i in group]
-      trained, _ = ttt.train_group(params, [data[t] for t in ids], ids, mcfg=mcfg, lcfg=lcfg,
-                                   ocfg=ocfg, tcfg=tcfg.replace(epochs=st_cfg.epochs),
-                                   initial=[current[t] for t in ids], num_tasks=k_size,
-                                   step_fn=step_fn)
-      new_adapters.update(zip(ids, trained))
-      logging.info("self-training round %d: trained group %d/%d (%.0fs into the round)", r, g + 1,
-                   len(groups), time.perf_counter() - t0)
+                 "here (%d decided before)", r, len(active), len(labels), len(trainable),
+                 len(labels) - len(pending))
+    train = functools.partial(_train_groups, params, mcfg=mcfg, lcfg=lcfg, ocfg=ocfg,
+                              tcfg=tcfg.replace(epochs=st_cfg.epochs), step_fn=step_fn, t0=t0)
+    new_adapters = train({t: data[t] for t in trainable}, current, f"round {r}")
+    control_adapters = {}
+    if verify == "control":  # the same continuation without the pseudo-labels
+      control_adapters = train(
+          {t: m_step_dataset(by_id[t], {}, weight=st_cfg.weight, n_max=tcfg.n_max,
+                             max_tokens=tcfg.max_tokens, loss_mode=tcfg.loss_mode,
+                             augment=tcfg.augment, seed=tcfg.seed + r) for t in trainable},
+          current, f"round {r} control")
     for tid in todo:
       task = by_id[tid]
       decision = {"task_id": tid, "round": r, "labels": {str(j): np.asarray(g).tolist()
@@ -304,9 +333,16 @@ def run_rounds(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any],
         after, acc_after = loo_greedy(params, new_adapters[tid], task, cfg=mcfg, lora_cfg=lcfg,
                                       max_tokens=tcfg.max_tokens)
         ok = verified(before, after, acc_before, acc_after, max_acc_drop)
-        decision.update(status="accepted" if ok else "rejected", loo_before=before.tolist(),
-                        loo_after=after.tolist(), loo_token_acc_before=acc_before.tolist(),
+        decision.update(loo_before=before.tolist(), loo_after=after.tolist(),
+                        loo_token_acc_before=acc_before.tolist(),
                         loo_token_acc_after=acc_after.tolist())
+        if tid in control_adapters:
+          control, acc_control = loo_greedy(params, control_adapters[tid], task, cfg=mcfg,
+                                            lora_cfg=lcfg, max_tokens=tcfg.max_tokens)
+          ok = ok and verified(control, after, acc_control, acc_after, max_acc_drop)
+          decision.update(loo_control=control.tolist(),
+                          loo_token_acc_control=acc_control.tolist())
+        decision.update(status="accepted" if ok else "rejected", verify=verify)
         if ok:
           checkpoint.save_adapter(os.path.join(round_dir, "adapters"), tid, new_adapters[tid],
                                   {"task_id": tid, "status": "trained", "round": r})

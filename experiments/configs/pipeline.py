@@ -95,11 +95,14 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
   # adapter trains `epochs` more epochs and is kept only if, on the real demonstrations (each
   # the query of the others), the number reproduced exactly does not drop and the mean
   # teacher-forced token accuracy drops by at most max_token_acc_drop (1.0: exactness alone).
+  # verify="control" also trains the same continuation without the pseudo-labels and keeps
+  # the labelled adapter only if it is not below that control either (twice the training):
+  # training alone raises the demonstrations' accuracy, whatever the label.
   # The M-step trains with the TTT settings; learning_rate (None: TTT's) replaces TTT's rate.
   # Rounds write under out_dir/selftrain/.
   c.self_train = config_dict.ConfigDict(dict(
       enabled=False, rounds=3, min_vote_share=0.5, min_margin=0.0, weight=0.5, epochs=1,
-      max_token_acc_drop=0.0, learning_rate=config_dict.placeholder(float)))
+      max_token_acc_drop=0.0, verify="before", learning_rate=config_dict.placeholder(float)))
 
   if preset == "paper":
     c.tasks = "dev80"

@@ -8,11 +8,15 @@
 #   session_2026_11_21.sh heldout_ttt # the same 102 tasks with per-task TTT (pipeline defaults)
 #   session_2026_11_21.sh selftrain_ds # self-training rounds on dev80-small (exactness-only and default verification)
 #   session_2026_11_21.sh ablate [aug|noaug|shared ...]  # TTT ablations on 24 held-out tasks
+#   session_2026_11_21.sh dev80      # all of dev-80: fine-tuned only, then with TTT (both resume)
+# The body is one brace group ending in exit: bash parses it whole before running it, so editing
+# this file while a copy runs cannot change what that copy does.
 # runs/tune_tasks: experiments.generated_tasks --out=runs/tune_tasks --per_family=2 --seed=2000000
 #   --families=crop_largest_object,gravity_cells,tile_with_flips,overlay_and,recolour_by_size,hollow_rectangles
 # runs/finetune_cpu_1d/model: python -m experiments.finetune --config=experiments/configs/finetune.py:cpu \
 #   --config.model_overrides.grid_positions=False --config.model_overrides.name=arc-cpu-1d \
 #   --config.out_dir=runs/finetune_cpu_1d
+{
 set -u
 cd "$(dirname "$0")/../.."
 export PYTHONPATH=$PWD
@@ -81,5 +85,10 @@ case "${1:-}" in
         *) echo "unknown ablation arm: $arm (aug, noaug, shared)" >&2; exit 2 ;;
       esac
     done ;;
-  *) echo "usage: $0 sweep|dev80small|positions|heldout|heldout_ttt|selftrain_ds|ablate" >&2; exit 2 ;;
+  dev80)  # fine-tuned only, then per-task TTT (pipeline defaults); PoE scores for every selection
+    pipeline_run dev80_nottt_greedy --config=$P:no_ttt --config.tasks=dev80 --config.select.method=poe
+    pipeline_run dev80_ttt_greedy --config.tasks=dev80 --config.select.method=poe ;;
+  *) echo "usage: $0 sweep|dev80small|positions|heldout|heldout_ttt|selftrain_ds|ablate|dev80" >&2; exit 2 ;;
 esac
+exit
+}
