@@ -2,6 +2,7 @@ r"""pass@2 of pipeline runs under every selection method, from their stored cand
 
   python -m experiments.selection_table --run=runs/pipeline --tasks=dev80-small
   python -m experiments.selection_table --run=runs/a,runs/b --tasks=SET --by_family
+  python -m experiments.selection_table --run=runs/a,runs/b --tasks=dev80 --by_level
 
 A run made with ``--config.select.method=poe`` (or ``vote+poe``) stores the PoE score of every
 pooled candidate, so the attempts of each method are ``ttt_jax.infer.selection``'s choice
@@ -12,7 +13,8 @@ a finished run's prediction seconds per task (``timings.json``).
 
 A run still going (no candidates.json yet) is read from its finished predictions; several runs
 are compared on the tasks every one has finished (``ttt_jax.pipeline.compare``). ``--by_family``
-adds one row per task family (a generated task's id without its ``_NNN`` number).
+adds one row per task family (a generated task's id without its ``_NNN`` number), ``--by_level``
+one per difficulty level of the ARC-AGI-1 evaluation tasks (``ttt_jax.arc.splits``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ _RUN = flags.DEFINE_list("run", ["runs/pipeline"], "Pipeline out_dirs (comma-sep
 _TASKS = flags.DEFINE_string("tasks", "dev80-small", "The runs' task spec (for the outputs).")
 _LABEL = flags.DEFINE_list("label", [], "Row labels (default: the run directories' names).")
 _BY_FAMILY = flags.DEFINE_bool("by_family", False, "Also one row per task family.")
+_BY_LEVEL = flags.DEFINE_bool("by_level", False,
+                              "Also one row per ARC-AGI-1 evaluation level (easy ... expert).")
 
 
 def _cost(run_dir: str, num_tasks: int) -> str:
@@ -50,7 +54,7 @@ def main(argv):
   tasks = io.load_tasks(_TASKS.value)[0]
   runs = [compare.run_records(r, tasks) for r in _RUN.value]
   rows = compare.table_rows([(lab, res) for lab, (res, _) in zip(labels, runs)], tasks,
-                            _BY_FAMILY.value)
+                            _BY_FAMILY.value, _BY_LEVEL.value)
   print(f"{rows[0]['tasks'] if rows else 0} tasks with truth finished in every run; "
         + ", ".join(f"{lab}: {len(res)} finished{'' if done else ' (running)'}"
                     for lab, (res, done) in zip(labels, runs)))

@@ -76,3 +76,22 @@ def test_runs_are_compared_on_the_tasks_all_have_finished(tmp_path):
   printed = {line.split("|")[1].strip(): [int(c) for c in line.split("|")[2:7]]
              for line in out.splitlines()[3:]}
   assert printed == {f"{run}{'' if g == 'all' else ' / ' + g}": v for (g, run), v in got.items()}
+
+
+def test_level_rows_group_evaluation_tasks_by_difficulty(tmp_path):
+  from ttt_jax.arc import splits  # pylint: disable=g-import-not-at-top
+  levels = splits.eval_levels()
+  easy = [t for t in splits.dev80_ids() if levels[t] == "easy"][:2]
+  hard = [t for t in splits.dev80_ids() if levels[t] == "hard"][:1]
+  task_dir = tmp_path / "tasks"
+  task_dir.mkdir()
+  for i, name in enumerate(easy + hard + ["generated_000"]):
+    (task_dir / f"{name}.json").write_text(json.dumps(_task(i)))
+  tasks = io.load_tasks(str(task_dir))[0]
+  right = {name: [[3 + i]] for i, name in enumerate(easy + hard + ["generated_000"])}
+  res = {name: [_record([right[name]] if name != easy[1] else [[[9]]], [2])] for name in right}
+  rows = compare.table_rows([("run", res)], tasks, by_level=True)
+  got = {r["group"]: (r["tasks"], r["vote"]) for r in rows}
+  # Levels in difficulty order, only those present; the generated task has no level.
+  assert list(got) == ["all", "easy", "hard"]
+  assert got == {"all": (4, 3), "easy": (2, 1), "hard": (1, 1)}

@@ -9,6 +9,8 @@
 #   session_2026_11_21.sh selftrain_ds # self-training rounds on dev80-small (exactness-only and default verification)
 #   session_2026_11_21.sh ablate [aug|noaug|shared ...]  # TTT ablations on 24 held-out tasks
 #   session_2026_11_21.sh dev80      # all of dev-80: fine-tuned only, then with TTT (both resume)
+#   session_2026_11_21.sh heldout_dfs # depth-first search on the 24-task held-out sample, TTT then fine-tuned
+#   session_2026_11_21.sh selftrain_control # dev80-small self-training, verify=control (after selftrain_ds)
 # The body is one brace group ending in exit: bash parses it whole before running it, so editing
 # this file while a copy runs cannot change what that copy does.
 # runs/tune_tasks: experiments.generated_tasks --out=runs/tune_tasks --per_family=2 --seed=2000000
@@ -85,10 +87,20 @@ case "${1:-}" in
         *) echo "unknown ablation arm: $arm (aug, noaug, shared)" >&2; exit 2 ;;
       esac
     done ;;
+  selftrain_control)  # the default self-training arm with the control M-step verification
+    mkdir -p runs/eval16/ds_st_control
+    cp -r runs/eval16/main_run/adapters runs/eval16/main_run/predictions runs/eval16/ds_st_control/
+    pipeline_run ds_st_control --config.self_train.enabled=True --config.self_train.verify=control ;;
+  heldout_dfs)  # the held-out TTT run's adapters; greedy figures: the same tasks of ho_*_greedy
+    pipeline_run ho24_ttt_dfs --config=$P:no_ttt --config.tasks=runs/heldout_tasks24 \
+        --config.adapters_dir=runs/eval16/ho_ttt_greedy/adapters --config.select.method=poe \
+        --config.search.method=dfs
+    pipeline_run ho24_nottt_dfs --config=$P:no_ttt --config.tasks=runs/heldout_tasks24 \
+        --config.select.method=poe --config.search.method=dfs ;;
   dev80)  # fine-tuned only, then per-task TTT (pipeline defaults); PoE scores for every selection
     pipeline_run dev80_nottt_greedy --config=$P:no_ttt --config.tasks=dev80 --config.select.method=poe
     pipeline_run dev80_ttt_greedy --config.tasks=dev80 --config.select.method=poe ;;
-  *) echo "usage: $0 sweep|dev80small|positions|heldout|heldout_ttt|selftrain_ds|ablate|dev80" >&2; exit 2 ;;
+  *) echo "usage: $0 sweep|dev80small|positions|heldout|heldout_ttt|selftrain_ds|selftrain_control|heldout_dfs|ablate|dev80" >&2; exit 2 ;;
 esac
 exit
 }

@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ttt_jax.arc import splits
 from ttt_jax.arc.task import Task, grids_equal
 from ttt_jax.infer import selection
 from ttt_jax.pipeline import predict_stage, select_stage
@@ -60,17 +61,22 @@ def solved_by_method(results: dict[str, list[dict]], tasks: Sequence[Task]) -> d
 
 
 def table_rows(runs: Sequence[tuple[str, dict[str, list[dict]]]], tasks: Sequence[Task],
-               by_family: bool = False) -> list[dict]:
+               by_family: bool = False, by_level: bool = False) -> list[dict]:
   """One row per (task group, run) over the tasks with truth that every run has finished:
-  ``group`` ("all", then each family when ``by_family``), ``run``, ``tasks``, the solved
-  counts of ``COLUMNS``, mean distinct candidates per input, inputs with PoE scores, views
-  parsed and views."""
+  ``group`` ("all", then each family when ``by_family``, then each ARC-AGI-1 evaluation
+  difficulty level present when ``by_level``), ``run``, ``tasks``, the solved counts of
+  ``COLUMNS``, mean distinct candidates per input, inputs with PoE scores, views parsed and
+  views."""
   common = set.intersection(*(set(res) for _, res in runs)) if runs else set()
   tasks = [t for t in tasks if t.task_id in common and t.has_test_outputs]
   groups = [("all", tasks)]
   if by_family:
     groups += [(n, [t for t in tasks if family(t.task_id) == n])
                for n in sorted({family(t.task_id) for t in tasks})]
+  if by_level:
+    level_of = splits.eval_levels()
+    groups += [(lv, [t for t in tasks if level_of.get(t.task_id) == lv]) for lv in splits.LEVELS
+               if any(level_of.get(t.task_id) == lv for t in tasks)]
   rows = []
   for name, ts in groups:
     for label, results in runs:
