@@ -8,9 +8,10 @@
 #   session_2026_11_21.sh heldout_ttt # the same 102 tasks with per-task TTT (pipeline defaults)
 #   session_2026_11_21.sh selftrain_ds # self-training rounds on dev80-small (exactness-only and default verification)
 #   session_2026_11_21.sh ablate [aug|noaug|shared ...]  # TTT ablations on 24 held-out tasks
+#   session_2026_11_21.sh selftrain_ho # self-training (verify=control) on the 24-task held-out sample
 #   session_2026_11_21.sh dev80      # all of dev-80: fine-tuned only, then with TTT (both resume)
-#   session_2026_11_21.sh heldout_dfs # depth-first search on the 24-task held-out sample, TTT then fine-tuned
-#   session_2026_11_21.sh selftrain_control # dev80-small self-training, verify=control (after selftrain_ds)
+#   session_2026_11_21.sh heldout_dfs [ttt|nottt] # depth-first search on the 24-task held-out sample, TTT then fine-tuned
+#   session_2026_11_21.sh selftrain_control [default|lr1e-3] # dev80-small self-training, verify=control (after selftrain_ds)
 # The body is one brace group ending in exit: bash parses it whole before running it, so editing
 # this file while a copy runs cannot change what that copy does.
 # runs/tune_tasks: experiments.generated_tasks --out=runs/tune_tasks --per_family=2 --seed=2000000
@@ -87,20 +88,45 @@ case "${1:-}" in
         *) echo "unknown ablation arm: $arm (aug, noaug, shared)" >&2; exit 2 ;;
       esac
     done ;;
-  selftrain_control)  # the default self-training arm with the control M-step verification
-    mkdir -p runs/eval16/ds_st_control
-    cp -r runs/eval16/main_run/adapters runs/eval16/main_run/predictions runs/eval16/ds_st_control/
-    pipeline_run ds_st_control --config.self_train.enabled=True --config.self_train.verify=control ;;
-  heldout_dfs)  # the held-out TTT run's adapters; greedy figures: the same tasks of ho_*_greedy
-    pipeline_run ho24_ttt_dfs --config=$P:no_ttt --config.tasks=runs/heldout_tasks24 \
-        --config.adapters_dir=runs/eval16/ho_ttt_greedy/adapters --config.select.method=poe \
-        --config.search.method=dfs
-    pipeline_run ho24_nottt_dfs --config=$P:no_ttt --config.tasks=runs/heldout_tasks24 \
-        --config.select.method=poe --config.search.method=dfs ;;
+  selftrain_control)  # selftrain_control [default|lr1e-3 ...]: self-training arms with the
+    # control M-step verification (the default arm; the M-step at lr 1e-3 for 2 epochs)
+    shift; for arm in ${*:-default lr1e-3}; do
+      case $arm in
+        default) set -- ds_st_control ;;
+        lr1e-3) set -- ds_st_control_lr1e-3_e2 --config.self_train.learning_rate=1e-3 \
+                    --config.self_train.epochs=2 ;;
+        *) echo "unknown selftrain_control arm: $arm (default, lr1e-3)" >&2; exit 2 ;;
+      esac
+      mkdir -p "runs/eval16/$1"
+      cp -r runs/eval16/main_run/adapters runs/eval16/main_run/predictions "runs/eval16/$1/"
+      pipeline_run "$@" --config.self_train.enabled=True --config.self_train.verify=control
+    done ;;
+  heldout_dfs)  # heldout_dfs [ttt|nottt ...]: the held-out TTT run's adapters, or none;
+    # greedy figures: the same tasks of ho_*_greedy
+    shift; for arm in ${*:-ttt nottt}; do
+      case $arm in
+        ttt) pipeline_run ho24_ttt_dfs --config=$P:no_ttt --config.tasks=runs/heldout_tasks24 \
+                 --config.adapters_dir=runs/eval16/ho_ttt_greedy/adapters \
+                 --config.select.method=poe --config.search.method=dfs ;;
+        nottt) pipeline_run ho24_nottt_dfs --config=$P:no_ttt --config.tasks=runs/heldout_tasks24 \
+                   --config.select.method=poe --config.search.method=dfs ;;
+        *) echo "unknown heldout_dfs arm: $arm (ttt, nottt)" >&2; exit 2 ;;
+      esac
+    done ;;
+  selftrain_ho)  # from the held-out TTT run's adapters and predictions of the 24 tasks
+    st=runs/eval16/ho24_st_control; ho=runs/eval16/ho_ttt_greedy
+    mkdir -p $st/adapters $st/predictions
+    for f in runs/heldout_tasks24/*.json; do
+      t=$(basename "$f" .json)
+      cp $ho/adapters/$t.* $st/adapters/  # no-data tasks have a record too
+      cp $ho/predictions/$t.json $st/predictions/
+    done
+    pipeline_run ho24_st_control --config.tasks=runs/heldout_tasks24 --config.select.method=poe \
+        --config.self_train.enabled=True --config.self_train.verify=control ;;
   dev80)  # fine-tuned only, then per-task TTT (pipeline defaults); PoE scores for every selection
     pipeline_run dev80_nottt_greedy --config=$P:no_ttt --config.tasks=dev80 --config.select.method=poe
     pipeline_run dev80_ttt_greedy --config.tasks=dev80 --config.select.method=poe ;;
-  *) echo "usage: $0 sweep|dev80small|positions|heldout|heldout_ttt|selftrain_ds|selftrain_control|heldout_dfs|ablate|dev80" >&2; exit 2 ;;
+  *) echo "usage: $0 sweep|dev80small|positions|heldout|heldout_ttt|selftrain_ds|selftrain_control|heldout_dfs|selftrain_ho|ablate|dev80" >&2; exit 2 ;;
 esac
 exit
 }
