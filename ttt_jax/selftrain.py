@@ -315,11 +315,12 @@ def run_rounds(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any],
     new_adapters = train({t: data[t] for t in trainable}, current, f"round {r}")
     control_adapters = {}
     if verify == "control":  # the same continuation without the pseudo-labels
-      control_adapters = train(
-          {t: m_step_dataset(by_id[t], {}, weight=st_cfg.weight, n_max=tcfg.n_max,
-                             max_tokens=tcfg.max_tokens, loss_mode=tcfg.loss_mode,
-                             augment=tcfg.augment, seed=tcfg.seed + r) for t in trainable},
-          current, f"round {r} control")
+      control_data = {t: m_step_dataset(by_id[t], {}, weight=st_cfg.weight, n_max=tcfg.n_max,
+                                        max_tokens=tcfg.max_tokens, loss_mode=tcfg.loss_mode,
+                                        augment=tcfg.augment, seed=tcfg.seed + r)
+                      for t in trainable}
+      control_adapters = train({t: d for t, d in control_data.items() if d}, current,
+                               f"round {r} control")
     for tid in todo:
       task = by_id[tid]
       decision = {"task_id": tid, "round": r, "labels": {str(j): np.asarray(g).tolist()
