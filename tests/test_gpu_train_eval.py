@@ -81,9 +81,8 @@ def test_detached_training_and_both_evaluations_end_to_end(tmp_path):
   probe_steps = int(log.split("finetune time_budget at step ")[1].split(":")[0])
   assert 0 < probe_steps < planned and meta["max_minutes"] == 0.9
   assert probe_steps < meta["steps"] <= planned
-  if meta["status"] == "time_budget":  # it stopped because the recorded time met the rule
-    from ttt_jax.train import finetune  # pylint: disable=g-import-not-at-top
-    assert finetune.over_budget(meta["elapsed_s"], meta["max_minutes"])
+  if meta["status"] == "time_budget":  # the final run says where its budget stopped it
+    assert f"time_budget at step {meta['steps']} of {planned}" in log
   assert meta["held_out_families"] and meta["loss_curve"]
 
   r = script("start-eval", out, timeout=30)
