@@ -95,3 +95,66 @@ def test_level_rows_group_evaluation_tasks_by_difficulty(tmp_path):
   # Levels in difficulty order, only those present; the generated task has no level.
   assert list(got) == ["all", "easy", "hard"]
   assert got == {"all": (4, 3), "easy": (2, 1), "hard": (1, 1)}
+
+
+def _write_prediction(run_dir, task_id, records):
+  pred = run_dir / predict_stage.PREDICTIONS
+  pred.mkdir(parents=True, exist_ok=True)
+  (pred / f"{task_id}.json").write_text(json.dumps({"task_id": task_id, "tests": records}))
+
+
+def test_self_training_rounds_overlay_the_re_predicted_tasks(tmp_path):
+  task_dir = tmp_path / "tasks"
+  task_dir.mkdir()
+  for i, name in enumerate(["t0", "t1", "t2"]):
+    (task_dir / f"{name}.json").write_text(json.dumps(_task(i)))
+  tasks = io.load_tasks(str(task_dir))[0]
+  right = lambda i: [[3 + i]]
+  run = tmp_path / "run"
+  for i in range(3):  # round 0: every task wrong
+    _write_prediction(run, f"t{i}", [_record([[[9]]], [4])])
+  st = run / "selftrain"
+  _write_prediction(st / "round1", "t0", [_record([right(0)], [4])])  # t0 re-predicted, right
+  _write_prediction(st / "round3", "t1", [_record([right(1)], [4])])  # round 2 accepted none
+
+  # Before rounds.json: the consecutive round directories (round3 is not reached).
+  rounds = compare.round_records(str(run), tasks)
+  assert len(rounds) == 2 and all(sorted(r) == ["t0", "t1", "t2"] for r in rounds)
+  solved = [compare.solved_by_method(r, tasks)["vote"] for r in rounds]
+  assert solved == [0, 1]
+
+  # With rounds.json: every round it lists, a round without predictions repeats the last.
+  summary = [dict(round=r, active=3, labelled=1, accepted=int(r != 2), rejected=int(r == 2),
+                  labels=1, labels_right=0, continuing=1, seconds=1.0) for r in (1, 2, 3)]
+  (st / "rounds.json").write_text(json.dumps(summary))
+  rounds = compare.round_records(str(run), tasks)
+  assert [compare.solved_by_method(r, tasks)["vote"] for r in rounds] == [0, 1, 1, 2]
+  assert rounds[2] == rounds[1] and rounds[3]["t2"] == rounds[0]["t2"]
+
+  # The binary prints one row per round, then the rounds' summaries.
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, "-m", "experiments.selftrain_table", f"--run={run}",
+                        "--label=st", f"--tasks={task_dir}"], cwd=root, capture_output=True,
+                       text=True, check=True,
+                       env=dict(os.environ, PYTHONPATH=root, JAX_PLATFORMS="cpu")).stdout
+  rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| st |")]
+  assert [(int(r[1]), int(r[3])) for r in rows[:4]] == [(0, 0), (1, 1), (2, 1), (3, 2)]
+  assert [(int(r[1]), int(r[4]), int(r[5])) for r in rows[4:]] == [(1, 1, 0), (2, 0, 1),
+                                                                     (3, 1, 0)]
+
+
+def test_round_summaries_count_what_before_verification_would_pass(tmp_path):
+  run = tmp_path / "run"
+  decisions = run / "selftrain" / "round1" / "decisions"
+  decisions.mkdir(parents=True)
+  (run / "selftrain" / "rounds.json").write_text(json.dumps([dict(
+      round=1, active=4, labelled=4, accepted=1, rejected=2, labels=4, labels_right=1,
+      continuing=0, seconds=2.0)]))
+  trained = lambda acc_after: dict(status="rejected", loo_before=[False], loo_after=[False],
+                                   loo_token_acc_before=[0.5], loo_token_acc_after=[acc_after])
+  for name, d in {"up": trained(0.6), "same": trained(0.5), "down": trained(0.4),
+                  "untrained": dict(status="no_data")}.items():
+    (decisions / f"{name}.json").write_text(json.dumps(d))
+  (summary,) = compare.round_summaries(str(run))
+  assert summary["pass_before"] == 2 and summary["accepted"] == 1  # up and same pass
+  assert compare.round_summaries(str(tmp_path / "no_rounds")) == []

@@ -12,6 +12,7 @@
 #   session_2026_11_21.sh dev80      # all of dev-80: fine-tuned only, then with TTT (both resume)
 #   session_2026_11_21.sh heldout_dfs [ttt|nottt] # depth-first search on the 24-task held-out sample, TTT then fine-tuned
 #   session_2026_11_21.sh selftrain_control [default|lr1e-3] # dev80-small self-training, verify=control (after selftrain_ds)
+#   session_2026_11_21.sh dev80_dfs [ttt|nottt] # depth-first search on dev-80 (after dev80: its TTT adapters)
 # The body is one brace group ending in exit: bash parses it whole before running it, so editing
 # this file while a copy runs cannot change what that copy does.
 # runs/tune_tasks: experiments.generated_tasks --out=runs/tune_tasks --per_family=2 --seed=2000000
@@ -126,7 +127,18 @@ case "${1:-}" in
   dev80)  # fine-tuned only, then per-task TTT (pipeline defaults); PoE scores for every selection
     pipeline_run dev80_nottt_greedy --config=$P:no_ttt --config.tasks=dev80 --config.select.method=poe
     pipeline_run dev80_ttt_greedy --config.tasks=dev80 --config.select.method=poe ;;
-  *) echo "usage: $0 sweep|dev80small|positions|heldout|heldout_ttt|selftrain_ds|selftrain_control|heldout_dfs|selftrain_ho|ablate|dev80" >&2; exit 2 ;;
+  dev80_dfs)  # dev80_dfs [ttt|nottt ...]: greedy figures are dev80_*_greedy's
+    shift; for arm in ${*:-ttt nottt}; do
+      case $arm in
+        ttt) pipeline_run dev80_ttt_dfs --config=$P:no_ttt --config.tasks=dev80 \
+                 --config.adapters_dir=runs/eval16/dev80_ttt_greedy/adapters \
+                 --config.select.method=poe --config.search.method=dfs ;;
+        nottt) pipeline_run dev80_nottt_dfs --config=$P:no_ttt --config.tasks=dev80 \
+                   --config.select.method=poe --config.search.method=dfs ;;
+        *) echo "unknown dev80_dfs arm: $arm (ttt, nottt)" >&2; exit 2 ;;
+      esac
+    done ;;
+  *) echo "usage: $0 sweep|dev80small|positions|heldout|heldout_ttt|selftrain_ds|selftrain_control|heldout_dfs|selftrain_ho|ablate|dev80|dev80_dfs" >&2; exit 2 ;;
 esac
 exit
 }

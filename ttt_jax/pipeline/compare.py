@@ -4,17 +4,20 @@ Each method's attempts are ``ttt_jax.infer.selection``'s choice among the candid
 stored (the function the pipeline uses; no second decode), so a run made with
 ``select.method=poe`` can be re-ranked offline. A run still going is read from its finished
 predictions, and runs are compared on the tasks all of them have finished (decoding goes by
-prompt length, so partial runs finish the same shortest tasks first).
+prompt length, so partial runs finish the same shortest tasks first). A run with self-training
+is read round by round (``round_records``, ``round_summaries``).
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 from typing import Sequence
 
 import numpy as np
 
+from ttt_jax import selftrain
 from ttt_jax.arc import splits
 from ttt_jax.arc.task import Task, grids_equal
 from ttt_jax.infer import selection
@@ -41,6 +44,55 @@ def run_records(run_dir: str, tasks: Sequence[Task]) -> tuple[dict[str, list[dic
     with open(path) as f:
       return json.load(f), True
   return predict_stage.finished_records(run_dir, tasks), False
+
+
+def round_records(run_dir: str, tasks: Sequence[Task]) -> list[dict[str, list[dict]]]:
+  """Each self-training round's records of a run (``ttt_jax.selftrain``): round 0 is the
+  run's prediction stage; round r adds the tasks re-predicted in ``selftrain/round<r>`` (the
+  accepted ones; none when the round accepted nothing) over round r-1, so every round covers
+  the same tasks. The rounds are those in ``selftrain/rounds.json``, or while it is not
+  written yet, the round directories present."""
+  st_dir = os.path.join(run_dir, selftrain.SELFTRAIN)
+  summary = os.path.join(st_dir, "rounds.json")
+  if os.path.exists(summary):
+    with open(summary) as f:
+      num_rounds = len(json.load(f))
+  else:
+    num_rounds = 0
+    while os.path.isdir(os.path.join(st_dir, f"round{num_rounds + 1}")):
+      num_rounds += 1
+  rounds = [predict_stage.finished_records(run_dir, tasks)]
+  for r in range(1, num_rounds + 1):
+    rounds.append({**rounds[-1],
+                   **predict_stage.finished_records(os.path.join(st_dir, f"round{r}"), tasks)})
+  return rounds
+
+
+def passes_before(decision: dict) -> bool | None:
+  """Whether a trained decision's adapter passes verification against its starting adapter
+  alone (the default ``verify="before"``, token accuracy may not drop); None if untrained."""
+  if "loo_after" not in decision:
+    return None
+  return selftrain.verified(np.asarray(decision["loo_before"]), np.asarray(decision["loo_after"]),
+                            np.asarray(decision["loo_token_acc_before"]),
+                            np.asarray(decision["loo_token_acc_after"]))
+
+
+def round_summaries(run_dir: str) -> list[dict]:
+  """rounds.json, each round with ``pass_before``: trained decisions that pass "before"."""
+  path = os.path.join(run_dir, selftrain.SELFTRAIN, "rounds.json")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    rounds = json.load(f)
+  for s in rounds:
+    verdicts = []
+    for p in sorted(glob.glob(os.path.join(run_dir, selftrain.SELFTRAIN, f"round{s['round']}",
+                                           "decisions", "*.json"))):
+      with open(p) as f:
+        verdicts.append(passes_before(json.load(f)))
+    s["pass_before"] = sum(v is True for v in verdicts)
+  return rounds
 
 
 def solved_by_method(results: dict[str, list[dict]], tasks: Sequence[Task]) -> dict[str, int]:
