@@ -8,7 +8,8 @@
 #   session_2026_11_21.sh heldout_ttt # the same 102 tasks with per-task TTT (pipeline defaults)
 #   session_2026_11_21.sh selftrain_ds # self-training rounds on dev80-small (exactness-only and default verification)
 #   session_2026_11_21.sh ablate [aug|noaug|shared ...]  # TTT ablations on 24 held-out tasks
-#   session_2026_11_21.sh selftrain_ho # self-training (verify=control) on the 24-task held-out sample
+#   session_2026_11_21.sh selftrain_ho # self-training (verify=control, DFS + PoE) on the 24-task held-out sample
+#   session_2026_11_21.sh selftrain_dev80 # the same on all of dev-80 (after dev80_dfs ttt)
 #   session_2026_11_21.sh dev80      # all of dev-80: fine-tuned only, then with TTT (both resume)
 #   session_2026_11_21.sh heldout_dfs [ttt|nottt] # depth-first search on the 24-task held-out sample, TTT then fine-tuned
 #   session_2026_11_21.sh selftrain_control [default|lr1e-3] # dev80-small self-training, verify=control (after selftrain_ds)
@@ -44,6 +45,16 @@ pipeline_run() {  # name [flags ...]: one pipeline run into runs/eval16/<name>, 
   local t0=$(date +%s)
   python -m experiments.pipeline "$@" --config.out_dir="runs/eval16/$name" > "runs/eval16/$name.log" 2>&1
   echo "$name rc=$? wall=$(( $(date +%s) - t0 ))s" >> runs/eval16/times.txt
+}
+
+selftrain_from() {  # tasks name adapters_run predictions_run: self-training rounds (verify=control,
+  # DFS + PoE) from copies of one run's adapters and another's predictions, so only the rounds run
+  local tasks=$1 name=$2 ads=$3 preds=$4 st=runs/eval16/$2
+  mkdir -p "$st/adapters" "$st/predictions"
+  cp -n "$ads"/adapters/* "$st/adapters/"  # no-data tasks have a record too
+  cp -n "$preds"/predictions/*.json "$st/predictions/"
+  pipeline_run "$name" --config.tasks="$tasks" --config.search.method=dfs --config.select.method=poe \
+      --config.self_train.enabled=True --config.self_train.verify=control
 }
 
 case "${1:-}" in
@@ -114,16 +125,11 @@ case "${1:-}" in
         *) echo "unknown heldout_dfs arm: $arm (ttt, nottt)" >&2; exit 2 ;;
       esac
     done ;;
-  selftrain_ho)  # from the held-out TTT run's adapters and predictions of the 24 tasks
-    st=runs/eval16/ho24_st_control; ho=runs/eval16/ho_ttt_greedy
-    mkdir -p $st/adapters $st/predictions
-    for f in runs/heldout_tasks24/*.json; do
-      t=$(basename "$f" .json)
-      cp $ho/adapters/$t.* $st/adapters/  # no-data tasks have a record too
-      cp $ho/predictions/$t.json $st/predictions/
-    done
-    pipeline_run ho24_st_control --config.tasks=runs/heldout_tasks24 --config.select.method=poe \
-        --config.self_train.enabled=True --config.self_train.verify=control ;;
+  selftrain_ho)  # the 24 held-out tasks: round 0 is ho24_ttt_dfs (the held-out TTT run's adapters,
+    # depth-first search, PoE selection), so the E-step searches and scores as the issue says
+    selftrain_from runs/heldout_tasks24 ho24_st_control runs/eval16/ho_ttt_greedy runs/eval16/ho24_ttt_dfs ;;
+  selftrain_dev80)  # all of dev-80, round 0 = dev80_ttt_dfs (after dev80 and dev80_dfs ttt)
+    selftrain_from dev80 dev80_st_control runs/eval16/dev80_ttt_greedy runs/eval16/dev80_ttt_dfs ;;
   dev80)  # fine-tuned only, then per-task TTT (pipeline defaults); PoE scores for every selection
     pipeline_run dev80_nottt_greedy --config=$P:no_ttt --config.tasks=dev80 --config.select.method=poe
     pipeline_run dev80_ttt_greedy --config.tasks=dev80 --config.select.method=poe ;;
@@ -138,7 +144,7 @@ case "${1:-}" in
         *) echo "unknown dev80_dfs arm: $arm (ttt, nottt)" >&2; exit 2 ;;
       esac
     done ;;
-  *) echo "usage: $0 sweep|dev80small|positions|heldout|heldout_ttt|selftrain_ds|selftrain_control|heldout_dfs|selftrain_ho|ablate|dev80|dev80_dfs" >&2; exit 2 ;;
+  *) echo "usage: $0 sweep|dev80small|positions|heldout|heldout_ttt|selftrain_ds|selftrain_control|heldout_dfs|selftrain_ho|selftrain_dev80|ablate|dev80|dev80_dfs" >&2; exit 2 ;;
 esac
 exit
 }
