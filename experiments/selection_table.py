@@ -3,6 +3,7 @@ r"""pass@2 of pipeline runs under every selection method, from their stored cand
   python -m experiments.selection_table --run=runs/pipeline --tasks=dev80-small
   python -m experiments.selection_table --run=runs/a,runs/b --tasks=SET --by_family
   python -m experiments.selection_table --run=runs/a,runs/b --tasks=dev80 --by_level
+  python -m experiments.selection_table --run=runs/st --tasks=dev80-small --rounds
 
 A run made with ``--config.select.method=poe`` (or ``vote+poe``) stores the PoE score of every
 pooled candidate, so the attempts of each method are ``ttt_jax.infer.selection``'s choice
@@ -15,6 +16,12 @@ A run still going (no candidates.json yet) is read from its finished predictions
 are compared on the tasks every one has finished (``ttt_jax.pipeline.compare``). ``--by_family``
 adds one row per task family (a generated task's id without its ``_NNN`` number), ``--by_level``
 one per difficulty level of the ARC-AGI-1 evaluation tasks (``ttt_jax.arc.splits``).
+
+``--rounds`` tabulates runs with self-training instead: one row per round (round 0 = the
+prediction before self-training; round r = round r-1 with the tasks round r predicted again,
+``compare.round_records``), then each round's summary (``compare.round_summaries``:
+``selftrain/rounds.json`` and how many trained adapters would pass the plain "before"
+verification, for runs made with ``verify=control``).
 """
 
 from __future__ import annotations
@@ -33,6 +40,9 @@ _LABEL = flags.DEFINE_list("label", [], "Row labels (default: the run directorie
 _BY_FAMILY = flags.DEFINE_bool("by_family", False, "Also one row per task family.")
 _BY_LEVEL = flags.DEFINE_bool("by_level", False,
                               "Also one row per ARC-AGI-1 evaluation level (easy ... expert).")
+_ROUNDS = flags.DEFINE_bool("rounds", False,
+                            "One row per self-training round of each run, then the rounds' "
+                            "summaries.")
 
 
 def _cost(run_dir: str, num_tasks: int) -> str:
@@ -45,13 +55,41 @@ def _cost(run_dir: str, num_tasks: int) -> str:
                   for k, v in timings.items() if k.startswith("predict_"))
 
 
+def _print_rounds(labels: list[str], run_dirs: list[str], tasks) -> None:
+  cols = compare.COLUMNS
+  print("| run | round | tasks | " + " | ".join(cols) + " | candidates/input |")
+  print("|---" * (len(cols) + 4) + "|")
+  for label, run_dir in zip(labels, run_dirs):
+    rounds = compare.round_records(run_dir, tasks)
+    rows = compare.table_rows([(str(r), res) for r, res in enumerate(rounds)], tasks,
+                              _BY_FAMILY.value, _BY_LEVEL.value)
+    for row in rows:
+      name = label + ("" if row["group"] == "all" else " / " + row["group"])
+      print(f"| {name} | {row['run']} | {row['tasks']} | "
+            + " | ".join(str(row[c]) for c in cols) + f" | {row['candidates']:.1f} |")
+  print()
+  print("| run | round | active | labelled | accepted | rejected | would pass 'before' | "
+        "labels right | continuing | seconds |")
+  print("|---" * 10 + "|")
+  for label, run_dir in zip(labels, run_dirs):
+    for s in compare.round_summaries(run_dir):
+      right = "-" if s["labels_right"] is None else f"{s['labels_right']}/{s['labels']}"
+      print(f"| {label} | {s['round']} | {s['active']} | {s['labelled']} | {s['accepted']} | "
+            f"{s['rejected']} | {s['pass_before']} | {right} | {s['continuing']} | "
+            f"{s['seconds']:.0f} |")
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  labels = _LABEL.value or [os.path.basename(os.path.normpath(r)) for r in _RUN.value]
-  if len(labels) != len(_RUN.value):
-    raise app.UsageError(f"--label has {len(labels)} names for {len(_RUN.value)} runs")
+  try:
+    labels = compare.run_labels(_RUN.value, _LABEL.value)
+  except ValueError as e:
+    raise app.UsageError(f"--label: {e}") from e
   tasks = io.load_tasks(_TASKS.value)[0]
+  if _ROUNDS.value:
+    _print_rounds(labels, _RUN.value, tasks)
+    return
   runs = [compare.run_records(r, tasks) for r in _RUN.value]
   rows = compare.table_rows([(lab, res) for lab, (res, _) in zip(labels, runs)], tasks,
                             _BY_FAMILY.value, _BY_LEVEL.value)

@@ -133,8 +133,8 @@ def test_self_training_rounds_overlay_the_re_predicted_tasks(tmp_path):
 
   # The binary prints one row per round, then the rounds' summaries.
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  out = subprocess.run([sys.executable, "-m", "experiments.selftrain_table", f"--run={run}",
-                        "--label=st", f"--tasks={task_dir}"], cwd=root, capture_output=True,
+  out = subprocess.run([sys.executable, "-m", "experiments.selection_table", f"--run={run}",
+                        "--label=st", f"--tasks={task_dir}", "--rounds"], cwd=root, capture_output=True,
                        text=True, check=True,
                        env=dict(os.environ, PYTHONPATH=root, JAX_PLATFORMS="cpu")).stdout
   rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| st |")]

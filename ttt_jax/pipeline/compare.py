@@ -36,6 +36,14 @@ def family(task_id: str) -> str:
   return head if head and num.isdigit() else task_id
 
 
+def run_labels(run_dirs: Sequence[str], labels: Sequence[str]) -> list[str]:
+  """Row labels for runs: the given ones, or each run directory's name."""
+  labels = list(labels) or [os.path.basename(os.path.normpath(r)) for r in run_dirs]
+  if len(labels) != len(run_dirs):
+    raise ValueError(f"{len(labels)} labels for {len(run_dirs)} runs")
+  return labels
+
+
 def run_records(run_dir: str, tasks: Sequence[Task]) -> tuple[dict[str, list[dict]], bool]:
   """(task id -> records, finished): candidates.json of a finished run, else the tasks whose
   predictions are done so far."""
