@@ -11,7 +11,7 @@
 #   session_2026_11_21.sh selftrain_ho # self-training (verify=control, DFS + PoE) on the 24-task held-out sample
 #   session_2026_11_21.sh selftrain_dev80 # the same on all of dev-80 (after dev80_dfs ttt)
 #   session_2026_11_21.sh dev80      # all of dev-80: fine-tuned only, then with TTT (both resume)
-#   session_2026_11_21.sh heldout_dfs [ttt|nottt] # depth-first search on the 24-task held-out sample, TTT then fine-tuned
+#   session_2026_11_21.sh heldout_dfs [ttt|nottt|ttt001] # depth-first search on the 24-task held-out sample: TTT, fine-tuned, TTT at p > 0.1%
 #   session_2026_11_21.sh selftrain_control [default|lr1e-3] # dev80-small self-training, verify=control (after selftrain_ds)
 #   session_2026_11_21.sh dev80_dfs [ttt|nottt] # depth-first search on dev-80 (after dev80: its TTT adapters)
 # The body is one brace group ending in exit: bash parses it whole before running it, so editing
@@ -113,7 +113,7 @@ case "${1:-}" in
       cp -r runs/eval16/main_run/adapters runs/eval16/main_run/predictions "runs/eval16/$1/"
       pipeline_run "$@" --config.self_train.enabled=True --config.self_train.verify=control
     done ;;
-  heldout_dfs)  # heldout_dfs [ttt|nottt ...]: the held-out TTT run's adapters, or none;
+  heldout_dfs)  # heldout_dfs [ttt|nottt|ttt001 ...]: the held-out TTT run's adapters, or none;
     # greedy figures: the same tasks of ho_*_greedy
     shift; for arm in ${*:-ttt nottt}; do
       case $arm in
@@ -122,7 +122,11 @@ case "${1:-}" in
                  --config.select.method=poe --config.search.method=dfs ;;
         nottt) pipeline_run ho24_nottt_dfs --config=$P:no_ttt --config.tasks=runs/heldout_tasks24 \
                    --config.select.method=poe --config.search.method=dfs ;;
-        *) echo "unknown heldout_dfs arm: $arm (ttt, nottt)" >&2; exit 2 ;;
+        ttt001) pipeline_run ho24_ttt_dfs001 --config=$P:no_ttt --config.tasks=runs/heldout_tasks24 \
+                    --config.adapters_dir=runs/eval16/ho_ttt_greedy/adapters --config.select.method=poe \
+                    --config.search.method=dfs --config.search.min_prob=0.001 \
+                    --config.search.max_candidates=16 ;;
+        *) echo "unknown heldout_dfs arm: $arm (ttt, nottt, ttt001)" >&2; exit 2 ;;
       esac
     done ;;
   selftrain_ho)  # the 24 held-out tasks: round 0 is ho24_ttt_dfs (the held-out TTT run's adapters,
