@@ -134,8 +134,8 @@ def test_self_training_rounds_overlay_the_re_predicted_tasks(tmp_path):
   # The binary prints one row per round, then the rounds' summaries.
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   out = subprocess.run([sys.executable, "-m", "experiments.selection_table", f"--run={run}",
-                        "--label=st", f"--tasks={task_dir}", "--rounds"], cwd=root, capture_output=True,
-                       text=True, check=True,
+                        "--label=st", f"--tasks={task_dir}", "--rounds"], cwd=root,
+                       capture_output=True, text=True, check=True,
                        env=dict(os.environ, PYTHONPATH=root, JAX_PLATFORMS="cpu")).stdout
   rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| st |")]
   assert [(int(r[1]), int(r[3])) for r in rows[:4]] == [(0, 0), (1, 1), (2, 1), (3, 2)]
@@ -157,4 +157,6 @@ def test_round_summaries_count_what_before_verification_would_pass(tmp_path):
     (decisions / f"{name}.json").write_text(json.dumps(d))
   (summary,) = compare.round_summaries(str(run))
   assert summary["pass_before"] == 2 and summary["accepted"] == 1  # up and same pass
+  (lenient,) = compare.round_summaries(str(run), max_token_acc_drop=0.2)
+  assert lenient["pass_before"] == 3  # a drop of 0.1 is allowed too
   assert compare.round_summaries(str(tmp_path / "no_rounds")) == []

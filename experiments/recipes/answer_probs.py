@@ -6,8 +6,9 @@ r"""The most probable whole answers of one test input, per view: what a DFS thre
 
 Runs ``ttt_jax.infer.dfs.dfs_sample`` at a low threshold on ``--views`` of the views the
 pipeline would decode (its config, ``predict_stage.spread``) and prints each answer's grid (in
-the task's frame), its probability, and whether it is the true output, so the search's ``min_prob`` can be set from
-how much probability this model puts on whole answers rather than guessed.
+the task's frame), its probability, and whether it is the true output, so the search's
+``min_prob`` can be set from how much probability this model puts on whole answers rather than
+guessed.
 """
 
 import os

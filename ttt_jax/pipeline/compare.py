@@ -76,18 +76,20 @@ def round_records(run_dir: str, tasks: Sequence[Task]) -> list[dict[str, list[di
   return rounds
 
 
-def passes_before(decision: dict) -> bool | None:
+def passes_before(decision: dict, max_token_acc_drop: float = 0.0) -> bool | None:
   """Whether a trained decision's adapter passes verification against its starting adapter
-  alone (the default ``verify="before"``, token accuracy may not drop); None if untrained."""
+  alone (``verify="before"``; decision files do not record the run's
+  ``self_train.max_token_acc_drop``, so it is given here); None if untrained."""
   if "loo_after" not in decision:
     return None
   return selftrain.verified(np.asarray(decision["loo_before"]), np.asarray(decision["loo_after"]),
                             np.asarray(decision["loo_token_acc_before"]),
-                            np.asarray(decision["loo_token_acc_after"]))
+                            np.asarray(decision["loo_token_acc_after"]), max_token_acc_drop)
 
 
-def round_summaries(run_dir: str) -> list[dict]:
-  """rounds.json, each round with ``pass_before``: trained decisions that pass "before"."""
+def round_summaries(run_dir: str, max_token_acc_drop: float = 0.0) -> list[dict]:
+  """rounds.json, each round with ``pass_before``: trained decisions that pass "before"
+  (``passes_before``)."""
   path = os.path.join(run_dir, selftrain.SELFTRAIN, "rounds.json")
   if not os.path.exists(path):
     return []
@@ -98,7 +100,7 @@ def round_summaries(run_dir: str) -> list[dict]:
     for p in sorted(glob.glob(os.path.join(run_dir, selftrain.SELFTRAIN, f"round{s['round']}",
                                            "decisions", "*.json"))):
       with open(p) as f:
-        verdicts.append(passes_before(json.load(f)))
+        verdicts.append(passes_before(json.load(f), max_token_acc_drop))
     s["pass_before"] = sum(v is True for v in verdicts)
   return rounds
 
