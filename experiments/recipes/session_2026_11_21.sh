@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The CPU measurements of the 2026-11-21 and -22 sessions (issues 13, 16, 17; RESULTS.md), one step per
-# subcommand, as they ran (each was a background job on the 2-core machine):
+# The CPU measurements of the 2026-11-21 and -22 sessions (issues 13, 16, 17; RESULTS.md), one
+# step per subcommand, as they ran (each was a background job on the 2-core machine):
 #   session_2026_11_21.sh sweep      # TTT settings on 12 training-family tasks (runs/tune_tasks)
 #   session_2026_11_21.sh dev80small # selection x search on dev80-small (runs/eval16)
 #   session_2026_11_21.sh positions  # grid-aware vs 1-D positions: truth log-prob, 102 held-out tasks
