@@ -1,6 +1,7 @@
 """launch/gpu_train_eval.sh (linted in test_launch.py): its guards, and the whole detached
 train -> evaluate -> collect sequence of a GPU session, on the CPU with a tiny model and a
-54-second budget."""
+54-second budget counted on a ticking clock (``ticking_finetune.py``), so where the probe and
+the budget stop the training does not depend on this machine's speed."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import sys
 import tarfile
 
 import pytest
+
+from ttt_jax.train import finetune
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "launch", "gpu_train_eval.sh")
@@ -29,6 +32,22 @@ TINY_EVAL = " ".join([
     "--config.ttt.n_max=4", "--config.ttt.epochs=1", "--config.ttt.lora_rank=4",
     "--config.ttt.max_tokens=1024", "--config.infer.max_tokens=1024",
     "--config.infer.answer_budget=demos", "--config.infer.n_orders=1"])
+
+
+def ticking_python(directory) -> str:
+  """An interpreter for the script that runs ``-m experiments.finetune`` on the ticking clock
+  and everything else as ``sys.executable`` would."""
+  path = os.path.join(directory, "python")
+  with open(path, "w") as f:
+    f.write(f"""#!/usr/bin/env bash
+if [[ "${{1:-}}" == -m && "${{2:-}}" == experiments.finetune ]]; then
+  shift 2
+  exec {sys.executable} {os.path.join(ROOT, "tests", "ticking_finetune.py")} "$@"
+fi
+exec {sys.executable} "$@"
+""")
+  os.chmod(path, 0o755)
+  return path
 
 
 def env(**extra) -> dict:
@@ -65,7 +84,8 @@ def load(path):
 @pytest.mark.slow
 def test_detached_training_and_both_evaluations_end_to_end(tmp_path):
   out, dest = str(tmp_path / "run"), str(tmp_path / "back")
-  r = script("start-train", out, timeout=30)  # returns at once: the training runs detached
+  # returns at once: the training runs detached, its budget on the ticking clock
+  r = script("start-train", out, timeout=30, TTT_JAX_PYTHON=ticking_python(str(tmp_path)))
   assert r.returncode == 0 and "started train" in r.stdout, r.stderr
   assert "train: running" in script("status", out).stdout
   r = script("wait", out, "train", "300", timeout=330)
@@ -77,12 +97,19 @@ def test_detached_training_and_both_evaluations_end_to_end(tmp_path):
   assert f"planned {planned} steps" in log
   meta, cfg = load(f"{out}/model/meta.json"), load(f"{out}/model/config.json")
   assert cfg["dim"] == 32 and cfg["grid_positions"] and cfg["name"] == "arc-gpu"
-  assert meta["status"] in ("time_budget", "done") and meta["planned_steps"] == planned
   probe_steps = int(log.split("finetune time_budget at step ")[1].split(":")[0])
   assert 0 < probe_steps < planned and meta["max_minutes"] == 0.9
-  assert probe_steps < meta["steps"] <= planned
-  if meta["status"] == "time_budget":  # the final run says where its budget stopped it
-    assert f"time_budget at step {meta['steps']} of {planned}" in log
+  # The plan is plan_steps over the probe's records (same overhead), and the final run, resumed
+  # from the probe with its clock carried over, trains exactly the planned steps.
+  records = finetune.records_by_step(f"{out}/metrics.jsonl")
+  probe_log = tmp_path / "probe_metrics.jsonl"
+  probe_log.write_text("".join(json.dumps(records[s]) + "\n" for s in sorted(records)
+                               if s <= probe_steps))
+  assert planned == finetune.plan_steps(str(probe_log), 0.9, overhead_s=5.0)
+  assert (meta["status"], meta["steps"], meta["planned_steps"]) == ("done", planned, planned)
+  ticks = [records[s]["elapsed_s"] for s in sorted(records)]  # ticking-clock readings
+  assert all(b > a for a, b in zip(ticks, ticks[1:]))  # one budget clock over the resume
+  assert ticks[-1] <= 60 * 0.9  # within the budget, as planned
   assert meta["held_out_families"] and meta["loss_curve"]
 
   r = script("start-eval", out, timeout=30)

@@ -215,8 +215,8 @@ def test_time_budget_and_sigterm_stop_cleanly_and_resume_like_an_uninterrupted_r
   records = finetune.records_by_step(os.path.join(b, "metrics.jsonl"))
   # The budget clock carries over the two resumes: on the ticking clock it rises at every step,
   # across each resume too (a clock restarted at 0 would fall back there).
-  elapsed = [records[s]["elapsed_s"] for s in sorted(records)]
-  assert all(b > a for a, b in zip(elapsed, elapsed[1:])), elapsed
+  ticks = [records[s]["elapsed_s"] for s in sorted(records)]  # _TickClock readings
+  assert all(b > a for a, b in zip(ticks, ticks[1:])), ticks
 
 
 def test_plan_steps_fills_the_budget_at_the_measured_pace(tmp_path):
