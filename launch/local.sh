@@ -25,6 +25,9 @@ log_dir="${TTT_JAX_LOG_DIR:-runs/local_logs}"
 mkdir -p "$log_dir"
 
 pids=()
+for ((i = 0; i < num; i++)); do
+  : > "$log_dir/process$i.log"  # exists before tail opens it, however late process i starts
+done
 # Ctrl-C or a kill of this script stops every process it started.
 trap 'kill "${pids[@]}" 2>/dev/null || true; exit 130' INT TERM
 
@@ -41,7 +44,8 @@ for ((i = 0; i < num; i++)); do
   pids+=("$!")
 done
 echo "local.sh: $num processes of $module, coordinator 127.0.0.1:$port, logs in $log_dir" >&2
-tail -n +1 -f "$log_dir/process0.log" &
+# --pid: tail exits once process 0 has ended and everything it wrote has been printed.
+tail -n +1 --pid="${pids[0]}" -f "$log_dir/process0.log" &
 tail_pid=$!
 
 status=0
@@ -53,6 +57,5 @@ for i in "${!pids[@]}"; do
     status=1
   fi
 done
-sleep 0.2  # let tail print process 0's last lines
-kill "$tail_pid" 2>/dev/null || true
+wait "$tail_pid" 2>/dev/null || true
 exit "$status"

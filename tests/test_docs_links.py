@@ -115,7 +115,7 @@ def test_readme_keeps_the_ci_test_command():
     text = f.read()
   block = text.split("<!-- test-command -->", 1)[1].split("<!-- /test-command -->", 1)[0]
   lines = [l for l in block.splitlines() if l.strip() and not l.startswith("```")]
-  assert lines == ["pip install -e '.[test]' && python -m pytest -q"]
+  assert lines == ["pip install -c .ci/constraints.txt -e '.[test]' && python -m pytest -q"]
 
 
 if __name__ == "__main__":

@@ -71,7 +71,8 @@ def _all_done_vmap(axis_size, in_batched, done_KxB):
 
 
 def prefill(params, adapter, prompt_BxT, prompt_mask_BxT, *, cfg: ModelConfig, lora_cfg: Any = None,
-            cache_len: Optional[int] = None) -> tuple[jax.Array, transformer.Cache]:
+            cache_len: Optional[int] = None, cond_BxD: Optional[jax.Array] = None
+            ) -> tuple[jax.Array, transformer.Cache]:
   """Runs the left-padded prompt into a fresh cache (of the prompt's length unless ``cache_len``).
 
   Returns (next-token logits_BxV, cache).
@@ -80,7 +81,8 @@ def prefill(params, adapter, prompt_BxT, prompt_mask_BxT, *, cfg: ModelConfig, l
   cache = transformer.init_cache(cfg, B, T if cache_len is None else cache_len)
   positions = transformer.positions_from_mask(prompt_mask_BxT)
   logits, cache = transformer.forward_with_cache(params, adapter, prompt_BxT, positions, prompt_mask_BxT, cache,
-                                                 cfg=cfg, lora_cfg=lora_cfg, last_only=True)
+                                                 cfg=cfg, lora_cfg=lora_cfg, last_only=True,
+                                                 cond_BxD=cond_BxD)
   return logits[:, -1], cache
 
 
@@ -119,7 +121,8 @@ def grid_step(state: GridState, tok_B: jax.Array) -> tuple[GridState, jax.Array]
 
 def decode_loop(params, adapter, cache, logits_BxV, prompt_len_B, rng, *, cfg: ModelConfig, lora_cfg: Any = None,
                 max_new_tokens: int, eos_id: int, pad_id: int, temperature: float = 0.0,
-                chunk: Optional[int] = None, grid_stop: bool = False) -> jax.Array:
+                chunk: Optional[int] = None, grid_stop: bool = False,
+                cond_BxD: Optional[jax.Array] = None) -> jax.Array:
   """Samples up to ``max_new_tokens`` tokens per sequence after ``prefill``; PAD after each EOS.
 
   ``cache`` holds the prompt's slots (its ``index``); chunks grow it as ``chunk_schedule`` says.
@@ -142,7 +145,8 @@ def decode_loop(params, adapter, cache, logits_BxV, prompt_len_B, rng, *, cfg: M
     i, tok_B, done_B, out_BxN, cache, rng, grid = carry
     positions = (prompt_len_B + i - 1)[:, None]
     logits, cache = transformer.forward_with_cache(params, adapter, tok_B[:, None], positions,
-                                                   jnp.ones((B, 1), bool), cache, cfg=cfg, lora_cfg=lora_cfg)
+                                                   jnp.ones((B, 1), bool), cache, cfg=cfg, lora_cfg=lora_cfg,
+                                                   cond_BxD=cond_BxD)
     rng, key = jax.random.split(rng)
     tok_B = _sample(logits[:, -1], key, temperature)
     out_BxN = jax.lax.dynamic_update_slice(out_BxN, jnp.where(done_B, pad_id, tok_B)[:, None], (0, i))
@@ -170,13 +174,14 @@ _decode_jit_donating = jax.jit(decode_loop, static_argnames=_STATIC, donate_argn
 def generate(params, adapter, prompt_BxT, prompt_mask_BxT, *, cfg: ModelConfig, lora_cfg: Any = None,
              max_new_tokens: int, eos_id: int, pad_id: int, temperature: float = 0.0,
              rng: Optional[jax.Array] = None, chunk: Optional[int] = None,
-             grid_stop: bool = False) -> jax.Array:
+             grid_stop: bool = False, cond_BxD: Optional[jax.Array] = None) -> jax.Array:
   """New tokens_BxN for left-padded prompts (the last column must be real tokens); PAD after EOS.
 
   ``temperature=0`` is greedy; otherwise ``rng`` is required. ``chunk``: decode steps per
   compiled loop (None: ``default_chunk``); it changes speed, never the tokens. ``grid_stop``:
   stop a row once its answer cannot parse (``decode_loop``; compact vocabulary). Usable under
-  ``jax.vmap(partial(generate, cfg=..., ...), in_axes=(None, 0, 0, 0))``.
+  ``jax.vmap(partial(generate, cfg=..., ...), in_axes=(None, 0, 0, 0))``. ``cond_BxD``: the
+  per-sequence conditioning vector of ``transformer.forward`` (pair format), at every step.
   """
   if max_new_tokens <= 0:
     raise ValueError(f"generate: max_new_tokens must be positive, got {max_new_tokens}")
@@ -195,9 +200,10 @@ def generate(params, adapter, prompt_BxT, prompt_mask_BxT, *, cfg: ModelConfig, 
     raise ValueError(f"generate: prompt length {T} + max_new_tokens {max_new_tokens} exceeds "
                      f"cfg.max_seq_len={cfg.max_seq_len} ({cfg.name})")
   rng = jax.random.key(0) if rng is None else rng  # unused when greedy
-  logits_BxV, cache = _prefill_jit(params, adapter, prompt_BxT, prompt_mask_BxT, cfg=cfg, lora_cfg=lora_cfg)
+  logits_BxV, cache = _prefill_jit(params, adapter, prompt_BxT, prompt_mask_BxT, cfg=cfg, lora_cfg=lora_cfg,
+                                   cond_BxD=cond_BxD)
   prompt_len_B = jnp.sum(prompt_mask_BxT.astype(jnp.int32), axis=-1)
   loop = _decode_jit if jax.default_backend() == "cpu" else _decode_jit_donating  # CPU cannot donate
   return loop(params, adapter, cache, logits_BxV, prompt_len_B, rng, cfg=cfg, lora_cfg=lora_cfg,
               max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id, temperature=float(temperature),
-              chunk=chunk, grid_stop=grid_stop)
+              chunk=chunk, grid_stop=grid_stop, cond_BxD=cond_BxD)

@@ -232,7 +232,8 @@ class Transformer(nn.Module):
   lora_scale: float = 1.0
 
   @nn.compact
-  def __call__(self, tokens_BxT, positions_BxT, mask_BxT, cache: Optional[Cache] = None, last_only: bool = False):
+  def __call__(self, tokens_BxT, positions_BxT, mask_BxT, cache: Optional[Cache] = None, last_only: bool = False,
+               cond_BxD: Optional[jax.Array] = None):
     cfg = self.cfg
     dtype = jnp.dtype(cfg.dtype)
     B, T = tokens_BxT.shape
@@ -249,6 +250,8 @@ class Transformer(nn.Module):
         table = self.param(name, nn.initializers.normal(cfg.init_std), (size, cfg.dim),
                            jnp.dtype(cfg.param_dtype))
         x = x + jnp.take(table, coords_BxTx3[..., i], axis=0).astype(dtype)
+    if cond_BxD is not None:  # a per-sequence vector on every token (ttt_jax.taskemb)
+      x = x + cond_BxD[:, None, :].astype(dtype)
 
     mask_BxT = mask_BxT.astype(bool)
     if cache is None:
@@ -301,11 +304,16 @@ def init_params(cfg: ModelConfig, rng: jax.Array) -> Params:
 
 
 def forward(params: Params, lora: Optional[dict], tokens_BxT, positions_BxT, mask_BxT, *,
-            cfg: ModelConfig, lora_cfg: Any = None) -> jax.Array:
-  """Float32 logits_BxTxV. ``lora=None`` runs the base model."""
+            cfg: ModelConfig, lora_cfg: Any = None, cond_BxD: Optional[jax.Array] = None) -> jax.Array:
+  """Float32 logits_BxTxV. ``lora=None`` runs the base model.
+
+  ``cond_BxD``: a conditioning vector added to every token's embedding (a task embedding in
+  the pair format, ``ttt_jax.taskemb``); None adds nothing.
+  """
   if lora is not None and lora_cfg is None:
     raise ValueError("forward: an adapter was given without its lora_cfg (needed for the scale)")
-  logits, _ = _model(cfg, lora_cfg).apply(_variables(params, lora), tokens_BxT, positions_BxT, mask_BxT)
+  logits, _ = _model(cfg, lora_cfg).apply(_variables(params, lora), tokens_BxT, positions_BxT, mask_BxT,
+                                          cond_BxD=cond_BxD)
   return logits
 
 
@@ -321,7 +329,8 @@ def init_cache(cfg: ModelConfig, batch: int, length: int, dtype: Optional[str] =
 
 
 def forward_with_cache(params: Params, lora: Optional[dict], tokens_BxT, positions_BxT, mask_BxT, cache: Cache,
-                       *, cfg: ModelConfig, lora_cfg: Any = None, last_only: bool = False) -> tuple[jax.Array, Cache]:
+                       *, cfg: ModelConfig, lora_cfg: Any = None, last_only: bool = False,
+                       cond_BxD: Optional[jax.Array] = None) -> tuple[jax.Array, Cache]:
   """Runs ``tokens_BxT`` at slots ``cache['index']...`` of the cache; returns (logits, new cache).
 
   Logits are BxTxV, or Bx1xV for the last position only when ``last_only``.
@@ -329,7 +338,7 @@ def forward_with_cache(params: Params, lora: Optional[dict], tokens_BxT, positio
   if lora is not None and lora_cfg is None:
     raise ValueError("forward_with_cache: an adapter was given without its lora_cfg")
   return _model(cfg, lora_cfg).apply(_variables(params, lora), tokens_BxT, positions_BxT, mask_BxT, cache,
-                                     last_only)
+                                     last_only, cond_BxD)
 
 
 def count_params(tree) -> int:

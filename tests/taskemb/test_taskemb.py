@@ -1,0 +1,153 @@
+"""The pair format, the task-embedding model, its TTT and its pretraining loop (tiny configs)."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ttt_jax.arc.task import Pair, Task
+from ttt_jax.data import tokens
+from ttt_jax.model import config, decode, transformer
+from ttt_jax.taskemb import checkpoint, data, model, predict, pretrain, ttt
+
+MCFG = config.get_config("tiny").replace(dtype="float32")
+
+
+def _grid(rng, h, w):
+  return rng.integers(0, 10, size=(h, w)).astype(np.int8)
+
+
+def _task(seed: int, n: int = 3, name: str = "t") -> Task:
+  rng = np.random.default_rng(seed)
+  pairs = []
+  for _ in range(n + 1):
+    g = _grid(rng, int(rng.integers(2, 5)), int(rng.integers(2, 5)))
+    pairs.append(Pair(g, g[:, ::-1].copy()))
+  return Task(f"{name}{seed}", tuple(pairs[:n]), tuple(pairs[n:]))
+
+
+def test_pair_sequence_is_an_episode_without_demonstrations_and_loss_is_on_the_output():
+  rng = np.random.default_rng(0)
+  i, o = _grid(rng, 2, 3), _grid(rng, 3, 2)
+  toks, is_out = data.encode_pair(i, o)
+  demos, query = tokens.decode_episode(toks[:-(int(is_out.sum()))])
+  assert demos == [] and np.array_equal(query, i)
+  assert np.array_equal(tokens.decode_answer(toks[is_out]), o)
+  b = data.make_batch([(toks, is_out)], [5], [3], length=len(toks) + 4)
+  # weights mark exactly the targets that are output tokens (cells, row ends, EOS)
+  assert np.array_equal(b.targets[0][b.weights[0] > 0], toks[is_out])
+  assert b.mask[0].sum() == len(toks) - 1 and b.task.tolist() == [5] and b.aug.tolist() == [3]
+
+
+def test_every_view_inverts_to_the_original_grid():
+  rng = np.random.default_rng(1)
+  g = _grid(rng, 3, 5)
+  for aug in range(data.NUM_AUGS):
+    for perm in (None, data.random_colour_perm(rng)):
+      v = predict.View(0, 0, aug, perm, np.zeros(1, np.int32))
+      seen = data.augment_pair(Pair(g, None), aug, perm).input
+      assert np.array_equal(v.invert(seen), g), (aug, perm)
+  assert len({data.DIHEDRAL[a](g).tobytes() + bytes(data.DIHEDRAL[a](g).shape) for a in range(8)}) == 8
+
+
+def test_batches_are_a_pure_function_of_seed_and_step_and_fill_their_bucket():
+  pool = data.pool_from_tasks([_task(s) for s in range(6)], max_tokens=65)
+  a = data.sample_batch(pool, 3, 7, 256, (16, 32, 64))
+  b = data.sample_batch(pool, 3, 7, 256, (16, 32, 64))
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+  for step in range(10):
+    x = data.sample_batch(pool, 3, step, 256, (16, 32, 64))
+    L = x.tokens.shape[1]
+    assert x.tokens.shape[0] == 256 // L
+    lengths = x.mask.sum(1)
+    assert np.all(lengths <= L) and np.all(lengths > {16: 0, 32: 16, 64: 32}[L] - 1)
+
+
+def test_kv_cache_decoding_with_a_task_vector_equals_the_full_forward_pass():
+  params = model.init_params(MCFG, 5, jax.random.key(0))
+  prompt, _ = data.encode_pair(_grid(np.random.default_rng(2), 3, 3))
+  cond = params["task"][2][None] + params["aug"][4][None]
+  new = decode.generate(params["base"], None, prompt[None], np.ones((1, len(prompt)), bool), cfg=MCFG,
+                        max_new_tokens=12, eos_id=tokens.EOS, pad_id=tokens.PAD, cond_BxD=cond)
+  seq = np.concatenate([prompt, np.asarray(new[0])])
+  full = model.logits(params["base"], None, params["task"][2][None], params["aug"],
+                      jnp.asarray(seq[None]), jnp.ones((1, len(seq)), bool), jnp.asarray([4]), cfg=MCFG)
+  greedy = np.argmax(np.asarray(full[0, len(prompt) - 1:-1]), axis=-1)
+  n = int(np.argmax(np.asarray(new[0]) == tokens.EOS)) + 1 if tokens.EOS in np.asarray(new[0]) else 12
+  np.testing.assert_array_equal(greedy[:n], np.asarray(new[0])[:n])
+  # the conditioning matters: another task vector gives other logits
+  other = model.logits(params["base"], None, params["task"][3][None], params["aug"], jnp.asarray(seq[None]),
+                       jnp.ones((1, len(seq)), bool), jnp.asarray([4]), cfg=MCFG)
+  assert not np.allclose(np.asarray(full), np.asarray(other), atol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["embed", "lora", "full"])
+def test_grouped_ttt_equals_one_task_at_a_time(mode):
+  params = model.init_params(MCFG, 4, jax.random.key(1))
+  tasks = [_task(10), _task(11, n=2), _task(12, n=4)]
+  # eps far above float32 rounding noise: a trajectory is then well conditioned (see
+  # tests/train/test_steps.py); 1e-3 * lr over a few steps holds on any reduction order
+  tcfg = ttt.TTTConfig(mode=mode, steps=3, rows=2, learning_rate=1e-2, base_learning_rate=1e-2,
+                       buckets=(32, 64), adam_eps=1e-3, lora_rank=2)
+  together, losses = ttt.train_group(params, MCFG, tasks, tcfg, num_slots=4)
+  for k, t in enumerate(tasks):
+    pairs = ttt.demo_pairs(t, 513)
+    # the group pads to its longest bucket; alone, the task must see the same length
+    alone, loss = ttt.train_group(params, MCFG, [t], tcfg, task_indices=[k])
+    if ttt.group_length([pairs], tcfg.buckets) != ttt.group_length(
+        [ttt.demo_pairs(x, 513) for x in tasks], tcfg.buckets):
+      continue  # other padding: another (equally right) computation
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4,
+                                                         atol=1e-5), together[k], alone[0])
+    np.testing.assert_allclose(losses[k], loss[0], rtol=1e-4)
+  start = ttt.initial_vector(params)
+  assert float(jnp.max(jnp.abs(together[0]["task"] - start))) > 1e-3  # it trained
+
+
+def test_ttt_reduces_the_loss_on_the_demonstrations():
+  params = model.init_params(MCFG, 4, jax.random.key(2))
+  t = _task(20)
+  tcfg = ttt.TTTConfig(mode="full", steps=1, rows=4, buckets=(32, 64), base_learning_rate=3e-3)
+  _, first = ttt.train_group(params, MCFG, [t], tcfg)
+  _, later = ttt.train_group(params, MCFG, [t], tcfg.replace(steps=25))
+  assert later[0] < first[0]
+
+
+def test_pretraining_resumes_to_the_same_state_and_counts_tokens(tmp_path):
+  pool = data.pool_from_tasks([_task(s) for s in range(5)], max_tokens=65)
+  cfg = pretrain.PretrainConfig(out_dir=str(tmp_path / "a"), model="tiny", buckets=(64,),
+                                tokens_per_batch=128, steps=6, log_every=0, warmup_steps=2)
+  logs = []
+  whole = pretrain.run(cfg, pool=pool, log=logs.append)
+  part = pretrain.run(cfg.replace(out_dir=str(tmp_path / "b"), steps=3), pool=pool, log=logs.append)
+  rest = pretrain.run(cfg.replace(out_dir=str(tmp_path / "b")), pool=pool, log=logs.append)
+  assert whole["step"] == rest["step"] == 6 and part["step"] == 3
+  assert whole["tokens_seen"] == rest["tokens_seen"] > part["tokens_seen"] > 0
+  assert len(rest["runs"]) == 2 and rest["runs"][0]["steps"] == 3
+  a = checkpoint.load_params(str(tmp_path / "a" / "checkpoint"))
+  b = checkpoint.load_params(str(tmp_path / "b" / "checkpoint"))
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7), a, b)
+  # a checkpoint continues into a new out_dir (the committed lineage), and a changed pool is refused
+  more = pretrain.run(cfg.replace(out_dir=str(tmp_path / "c"), init_from=str(tmp_path / "a" / "checkpoint"),
+                                  steps=8), pool=pool, log=logs.append)
+  assert more["step"] == 8 and len(more["runs"]) == 2
+  with pytest.raises(ValueError, match="pool"):
+    pretrain.run(cfg.replace(out_dir=str(tmp_path / "d"), init_from=str(tmp_path / "a" / "checkpoint")),
+                 pool=data.pool_from_tasks([_task(s) for s in range(4)], max_tokens=65), log=logs.append)
+
+
+def test_evaluate_runs_ttt_decodes_and_scores(tmp_path):
+  from ttt_jax.taskemb import evaluate
+  params = model.init_params(MCFG, 4, jax.random.key(3))
+  tasks = [_task(30), _task(31)]
+  for tc in (None, ttt.TTTConfig(mode="lora", steps=2, rows=2, buckets=(32, 64), lora_rank=2)):
+    res = evaluate.evaluate(params, MCFG, tasks, evaluate.EvalConfig(ttt=tc, group_size=2, max_answer=24),
+                            log=lambda s: None)
+    assert res["tasks"] == 2 and res["mode"] == ("none" if tc is None else "lora")
+    for r in res["records"]:
+      assert r["views"] == 8 and 0 <= r["parsed"] <= 8 and np.isfinite(r["test_nll"])
+      assert 0.0 <= r["test_token_acc"] <= 1.0

@@ -1,0 +1,131 @@
+"""Evaluation of the task-embedding model on new tasks: TTT (or none), decode, vote, pass@2.
+
+Besides pass@2 it measures what moves long before whole answers are right: the test outputs'
+teacher-forced loss and token accuracy under the task's state (identity view), the ledger's
+held-out figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ttt_jax.arc.task import Task, grids_equal
+from ttt_jax.model.config import ModelConfig
+from ttt_jax.taskemb import data, model, predict, ttt
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  ttt: Optional[ttt.TTTConfig] = None  # None: no TTT (the pool's mean task vector)
+  group_size: int = 8  # tasks trained at once (vmap)
+  colour_views: int = 0  # extra colour permutations per dihedral view
+  max_prompt: int = 512
+  max_answer: int = predict.ANSWER_MAX
+  seed: int = 0
+
+
+def fresh_generated_tasks(which: str, n: int, seed: int, difficulty=(0.0, 0.3)) -> list[Task]:
+  """``n`` new instances, round-robin over the training (``which="train"``) or held-out families.
+
+  Seeds differ from the pool's, so these rules were never trained on.
+  """
+  from experiments.configs.finetune import HELD_OUT_FAMILIES  # pylint: disable=g-import-not-at-top
+  from ttt_jax.arc import generators  # pylint: disable=g-import-not-at-top
+  if which not in ("train", "heldout"):
+    raise ValueError(f"fresh_generated_tasks: which must be 'train' or 'heldout', got {which!r}")
+  fams = sorted(HELD_OUT_FAMILIES) if which == "heldout" else sorted(
+      f for f in generators.FAMILIES if f not in HELD_OUT_FAMILIES)
+  out, k = [], 0
+  while len(out) < n:
+    fam = fams[k % len(fams)]
+    rng = np.random.default_rng((10_000 + seed, k))
+    try:
+      t = generators.generate(fam, rng, float(rng.uniform(*difficulty)), n_train=3)
+      out.append(Task(f"fresh/{fam}/{seed}-{k}", t.train, t.test))
+    except generators.GenerationError:
+      pass
+    k += 1
+  return out
+
+
+def load_eval_tasks(spec: str) -> list[Task]:
+  """``fresh:train:N`` / ``fresh:heldout:N`` (new generator instances) or any ``load_tasks`` name."""
+  if spec.startswith("fresh:"):
+    _, which, n = spec.split(":")
+    return fresh_generated_tasks(which, int(n), seed=0)
+  from ttt_jax.arc import io  # pylint: disable=g-import-not-at-top
+  return io.load_tasks(spec)[0]
+
+
+def test_output_metrics(params: dict, mcfg: ModelConfig, state: dict, task: Task, tcfg_mode: str,
+                        lora_rank: int) -> tuple[float, float]:
+  """(mean output NLL per token, token accuracy) of the task's test outputs, identity view."""
+  pairs = [p for p in task.test if p.output is not None and data.pair_num_tokens(p) <= 1025]
+  if not pairs:
+    return float("nan"), float("nan")
+  seqs = [data.encode_pair(p.input, p.output) for p in pairs]
+  length = max(len(t) for t, _ in seqs) - 1
+  batch = data.make_batch(seqs, [0] * len(seqs), [0] * len(seqs), length)
+  lcfg = ttt.lora_config(ttt.TTTConfig(mode="lora", lora_rank=lora_rank)) if "lora" in state else None
+  vec = jnp.broadcast_to(state["task"], (len(seqs), state["task"].shape[-1]))
+  s, w, hits = model.loss_sums(state.get("base", params["base"]), state.get("lora"), vec, params["aug"],
+                               batch, cfg=mcfg, lora_cfg=lcfg)
+  return float(s / w), float(hits / w)
+
+
+def evaluate(params: dict, mcfg: ModelConfig, tasks: Sequence[Task], ecfg: EvalConfig,
+             log=print) -> dict:
+  """Per-task records (attempts right, pass@2, test-output loss) and totals."""
+  records, t0 = [], time.time()
+  mode = ecfg.ttt.mode if ecfg.ttt else "none"
+  for g0 in range(0, len(tasks), ecfg.group_size):
+    group = list(tasks[g0:g0 + ecfg.group_size])
+    t_g = time.time()
+    if ecfg.ttt is not None:
+      states, losses = ttt.train_group(params, mcfg, group, ecfg.ttt,
+                                       task_indices=range(g0, g0 + len(group)),
+                                       num_slots=ecfg.group_size)
+    else:
+      states = [{"task": ttt.initial_vector(params)} for _ in group]
+      losses = [float("nan")] * len(group)
+    t_ttt = time.time() - t_g
+    lora_rank = ecfg.ttt.lora_rank if ecfg.ttt else 0
+    views = [predict.views_of(t, i, ecfg.colour_views, ecfg.seed, ecfg.max_prompt) for i, t in enumerate(group)]
+    if all("base" not in s and "lora" not in s for s in states):  # one batch for the whole group
+      flat = [v for vs in views for v in vs]
+      vec = np.stack([np.asarray(states[v.task]["task"]) for v in flat]) if flat else None
+      answers = predict.decode_views(params["base"], None, vec, params["aug"], flat, cfg=mcfg,
+                                     max_answer=ecfg.max_answer) if flat else []
+      per_task = [[a for v, a in zip(flat, answers) if v.task == i] for i in range(len(group))]
+    else:
+      per_task = []
+      for i, s in enumerate(states):
+        lcfg = ttt.lora_config(ecfg.ttt) if "lora" in s else None
+        vec = np.repeat(np.asarray(s["task"])[None], len(views[i]), axis=0)
+        per_task.append(predict.decode_views(s.get("base", params["base"]), s.get("lora"), vec, params["aug"],
+                                             views[i], cfg=mcfg, lora_cfg=lcfg,
+                                             max_answer=ecfg.max_answer) if views[i] else [])
+    for i, task in enumerate(group):
+      attempts = predict.vote(views[i], per_task[i], len(task.test))
+      right = [p.output is not None and any(grids_equal(a, p.output) for a in att)
+               for p, att in zip(task.test, attempts)]
+      nll, acc = test_output_metrics(params, mcfg, states[i], task, mode, lora_rank)
+      records.append({"task_id": task.task_id, "pass2": bool(all(right)), "inputs_right": sum(right),
+                      "inputs": len(task.test), "views": len(views[i]),
+                      "parsed": sum(a is not None for a in per_task[i]), "ttt_final_loss": losses[i],
+                      "test_nll": nll, "test_token_acc": acc})
+    log(f"  tasks {g0 + len(group)}/{len(tasks)}: pass@2 so far "
+        f"{sum(r['pass2'] for r in records)}; group {time.time() - t_g:.0f} s (TTT {t_ttt:.0f} s)")
+  n = len(records)
+  finite = [r for r in records if np.isfinite(r["test_nll"])]
+  return {"mode": mode, "tasks": n, "pass2": sum(r["pass2"] for r in records),
+          "test_nll": float(np.mean([r["test_nll"] for r in finite])) if finite else None,
+          "test_token_acc": float(np.mean([r["test_token_acc"] for r in finite])) if finite else None,
+          "seconds": round(time.time() - t0, 1), "seconds_per_task": round((time.time() - t0) / max(n, 1), 1),
+          "records": records}

@@ -1,0 +1,105 @@
+"""Inference in the pair format: views, batched greedy decoding, inverse transforms, voting.
+
+A view of a test input is (task vector, dihedral id, colour permutation): its prompt is
+``BOS IN aug(input) OUT`` and its conditioning ``task_vec + aug_table[dihedral]``. Its answer
+is parsed, mapped back by the inverse transform, and voted on with ``ttt_jax.voting`` (each
+dihedral is a group). Views of many tasks decode in one batch (conditioning is per row); a
+task with its own LoRA or weights decodes in its own batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ttt_jax import voting
+from ttt_jax.arc import augment
+from ttt_jax.arc.task import Grid, Task
+from ttt_jax.data import tokens
+from ttt_jax.model import decode
+from ttt_jax.model.config import ModelConfig
+from ttt_jax.taskemb import data
+
+ANSWER_MAX = 30 * 31 + 1  # a 30x30 grid, its row ends and EOS
+
+
+@dataclasses.dataclass(frozen=True)
+class View:
+  task: int  # index of the task in the call
+  test_index: int
+  aug: int
+  colours: Optional[np.ndarray]  # colour permutation applied to the input (None: identity)
+  prompt_T: np.ndarray
+
+  @property
+  def name(self) -> str:
+    return data.DIHEDRAL[self.aug].name
+
+  def invert(self, grid: Grid) -> Grid:
+    if self.colours is not None:
+      grid = np.argsort(self.colours)[grid].astype(np.int8)
+    return augment.inverse(data.DIHEDRAL[self.aug])(grid)
+
+
+def views_of(task: Task, task_pos: int, colour_views: int, seed: int, max_prompt: int
+             ) -> list[View]:
+  """8 dihedral views (x ``1 + colour_views`` colour permutations) of each test input."""
+  out = []
+  for j, p in enumerate(task.test):
+    rng = np.random.default_rng((seed, j))
+    perms = [None] + [data.random_colour_perm(rng) for _ in range(colour_views)]
+    for perm in perms:
+      for aug in range(data.NUM_AUGS):
+        q = data.augment_pair(type(p)(p.input, None), aug, perm)
+        prompt, _ = data.encode_pair(q.input)
+        if len(prompt) <= max_prompt:
+          out.append(View(task_pos, j, aug, perm, prompt))
+  return out
+
+
+def _left_pad(prompts: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+  T = max(len(p) for p in prompts)
+  toks = np.full((len(prompts), T), tokens.PAD, np.int32)
+  mask = np.zeros((len(prompts), T), bool)
+  for i, p in enumerate(prompts):
+    toks[i, T - len(p):], mask[i, T - len(p):] = p, True
+  return toks, mask
+
+
+def decode_views(base: dict, adapter: Optional[dict], vec_BxD: np.ndarray, aug_table: jax.Array,
+                 views: Sequence[View], *, cfg: ModelConfig, lora_cfg: Any = None,
+                 chunk_rows: int = 64, max_answer: int = ANSWER_MAX) -> list[Optional[Grid]]:
+  """Greedy answers of ``views`` (one conditioning vector per view), None where unparsable.
+
+  ``max_answer`` caps the generated tokens (a 30x30 answer needs 931).
+  """
+  out: list[Optional[Grid]] = []
+  order = np.argsort([len(v.prompt_T) for v in views], kind="stable")  # similar lengths together
+  answers: dict[int, Optional[Grid]] = {}
+  for start in range(0, len(views), chunk_rows):
+    rows = order[start:start + chunk_rows]
+    toks, mask = _left_pad([views[i].prompt_T for i in rows])
+    n_new = min(max_answer, cfg.max_seq_len - toks.shape[1])
+    cond = jnp.asarray(vec_BxD)[rows] + jnp.take(aug_table, jnp.asarray([views[i].aug for i in rows]), axis=0)
+    new = decode.generate(base, adapter, toks, mask, cfg=cfg, lora_cfg=lora_cfg, max_new_tokens=n_new,
+                          eos_id=tokens.EOS, pad_id=tokens.PAD, grid_stop=True, cond_BxD=cond)
+    for r, i in enumerate(rows):
+      g = tokens.decode_answer(np.asarray(new[r]))
+      answers[int(i)] = None if g is None else views[int(i)].invert(g)
+  for i in range(len(views)):
+    out.append(answers[i])
+  return out
+
+
+def vote(views: Sequence[View], answers: Sequence[Optional[Grid]], num_tests: int, k: int = 2
+         ) -> list[list[Grid]]:
+  """Per test input, the top-``k`` grids by the paper's hierarchical vote over dihedral groups."""
+  out = []
+  for j in range(num_tests):
+    cands = [(a, v.name) for v, a in zip(views, answers) if v.test_index == j and a is not None]
+    out.append(voting.attempts(voting.hierarchical_vote(cands), k) if cands else [])
+  return out
