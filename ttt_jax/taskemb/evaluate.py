@@ -80,11 +80,20 @@ def test_output_metrics(params: dict, mcfg: ModelConfig, state: dict, task: Task
 
 
 def evaluate(params: dict, mcfg: ModelConfig, tasks: Sequence[Task], ecfg: EvalConfig,
-             log=print) -> dict:
-  """Per-task records (attempts right, pass@2, test-output loss) and totals."""
+             log=print, deadline: Optional[float] = None, clock=time.monotonic) -> dict:
+  """Per-task records (attempts right, pass@2, test-output loss) and totals.
+
+  ``deadline`` (on ``clock``): no new group starts after it; ``unfinished`` counts the tasks
+  left out.
+  """
   records, t0 = [], time.time()
   mode = ecfg.ttt.mode if ecfg.ttt else "none"
+  unfinished = 0
   for g0 in range(0, len(tasks), ecfg.group_size):
+    if deadline is not None and clock() >= deadline:
+      unfinished = len(tasks) - g0
+      log(f"  deadline: {unfinished} tasks left out")
+      break
     group = list(tasks[g0:g0 + ecfg.group_size])
     t_g = time.time()
     if ecfg.ttt is not None:
@@ -124,7 +133,7 @@ def evaluate(params: dict, mcfg: ModelConfig, tasks: Sequence[Task], ecfg: EvalC
         f"{sum(r['pass2'] for r in records)}; group {time.time() - t_g:.0f} s (TTT {t_ttt:.0f} s)")
   n = len(records)
   finite = [r for r in records if np.isfinite(r["test_nll"])]
-  return {"mode": mode, "tasks": n, "pass2": sum(r["pass2"] for r in records),
+  return {"mode": mode, "tasks": n, "unfinished": unfinished, "pass2": sum(r["pass2"] for r in records),
           "test_nll": float(np.mean([r["test_nll"] for r in finite])) if finite else None,
           "test_token_acc": float(np.mean([r["test_token_acc"] for r in finite])) if finite else None,
           "seconds": round(time.time() - t0, 1), "seconds_per_task": round((time.time() - t0) / max(n, 1), 1),

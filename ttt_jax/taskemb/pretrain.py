@@ -52,6 +52,10 @@ class PretrainConfig:
   checkpoint_minutes: float = 5.0
   log_every: int = 20
   device: str = ""  # recorded in the ledger ("cpu", "nvidia-h200"); default: jax's platform
+  # this run's compute settings; the checkpoint keeps the lineage's own (a GPU run in bf16
+  # leaves a checkpoint that a CPU resumes in float32)
+  compute_dtype: str = ""
+  attention_impl: str = ""
 
   def replace(self, **kw: Any) -> "PretrainConfig":
     return dataclasses.replace(self, **kw)
@@ -136,20 +140,33 @@ def run(cfg: PretrainConfig, *, pool: Optional[data.Pool] = None, clock=time.mon
     log(f"taskemb: new {cfg.model} model, {model.num_params(params):,} parameters, pool of {len(pool)} tasks")
   from ttt_jax.model.store import config_to_json  # pylint: disable=g-import-not-at-top
   state = TrainState(params, opt_state, jnp.asarray(step0, jnp.int32), jnp.asarray(2 ** 30, jnp.int32))
-  step_fn = make_step(mcfg, ocfg)
+  run_mcfg = mcfg
+  if cfg.compute_dtype:
+    run_mcfg = run_mcfg.replace(dtype=cfg.compute_dtype)
+  if cfg.attention_impl:
+    run_mcfg = run_mcfg.replace(attention_impl=cfg.attention_impl)
+  step_fn = make_step(run_mcfg, ocfg)
   tokens_seen = int(ledger["tokens_seen"])
-  hours = dict(ledger.get("hours", {}))
+  hours = dict(ledger.get("hours", {}))  # wall hours per device
+  cpu_hours = dict(ledger.get("cpu_hours", {}))
+  cpu_saved = [time.process_time()]
   run_tokens, run_seconds_saved = 0, 0.0
   last_ckpt = clock()
   losses: list[float] = []
+  pending: list[jax.Array] = []  # device losses not yet read
 
   def snapshot(status: str) -> dict:
     nonlocal run_seconds_saved
+    losses.extend(float(x) for x in pending)
+    pending.clear()
     now = clock()
     hours[_device(cfg)] = hours.get(_device(cfg), 0.0) + (now - t_start - run_seconds_saved) / 3600.0
     run_seconds_saved = now - t_start
+    cpu_now = time.process_time()  # all threads' CPU time: not advanced while the job is paused
+    cpu_hours["process"] = cpu_hours.get("process", 0.0) + (cpu_now - cpu_saved[0]) / 3600.0
+    cpu_saved[0] = cpu_now
     s = int(state.step)
-    out = {"step": s, "tokens_seen": tokens_seen, "hours": hours, "status": status,
+    out = {"step": s, "tokens_seen": tokens_seen, "hours": hours, "cpu_hours": cpu_hours, "status": status,
            "pool_digest": pool_digest(pool), "pool_size": len(pool), "pool_task_ids": list(pool.task_ids),
            "model_config": config_to_json(mcfg), "config": _jsonable(dataclasses.asdict(cfg)),
            "recent_loss": float(np.mean(losses[-50:])) if losses else ledger.get("recent_loss"),
@@ -161,8 +178,8 @@ def run(cfg: PretrainConfig, *, pool: Optional[data.Pool] = None, clock=time.mon
 
   status = "running"
   with StopSignal() as stop:
+    s = step0
     while True:
-      s = int(state.step)
       if cfg.steps and s >= cfg.steps:
         status = "done"
         break
@@ -173,14 +190,19 @@ def run(cfg: PretrainConfig, *, pool: Optional[data.Pool] = None, clock=time.mon
         status = "stopped"
         break
       batch = data.sample_batch(pool, cfg.seed, s, cfg.tokens_per_batch, cfg.buckets, cfg.input_loss)
+      # no host read of this step's results here: with async dispatch the next batch is
+      # sampled while the device runs this step
       state, m = step_fn(state, batch)
+      s += 1
       n_tok = int(batch.mask.sum())
       tokens_seen += n_tok
       run_tokens += n_tok
-      losses.append(float(m["loss"]))
-      if cfg.log_every and (s + 1) % cfg.log_every == 0:
+      pending.append(m["loss"])
+      if cfg.log_every and s % cfg.log_every == 0:
+        losses.extend(float(x) for x in pending)
+        pending.clear()
         el = clock() - t_start
-        log(f"step {s + 1} loss {np.mean(losses[-cfg.log_every:]):.4f} "
+        log(f"step {s} loss {np.mean(losses[-cfg.log_every:]):.4f} "
             f"acc {float(m['token_acc']):.3f} lr {float(m['lr']):.2e} tokens {tokens_seen:,} "
             f"({run_tokens / max(el, 1e-9):,.0f}/s)")
       if clock() - last_ckpt >= 60.0 * cfg.checkpoint_minutes:
