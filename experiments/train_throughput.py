@@ -1,9 +1,12 @@
 r"""Training-step throughput (tokens/s) of model sizes x batch shapes on this machine.
 
 Used to choose the CPU training recipe (docs/training.md): a full fine-tuning step of each
-size on random episodes, compiled once, then the median of ``--iters`` timed steps.
+size on random episodes, compiled once, then the median of ``--iters`` timed steps. It first
+measures this machine's jitted matmul rate in the same run, and prints each step's model
+FLOP/s (6 x matmul parameters x tokens, plus the attention scores and values, computed in
+full: 12 x layers x B x T^2 x q_dim) and its ratio to that rate (issue 28's figure).
 
-  python -m experiments.train_throughput --sizes=64x2,128x4,192x4,256x6 --shapes=8x1024,16x512
+  python -m experiments.train_throughput --sizes=128x4 --shapes=16x512,4x2048
 """
 
 from __future__ import annotations
@@ -37,6 +40,35 @@ def model_config(dim: int, layers: int, dtype: str, grid: bool) -> config.ModelC
                             name=f"d{dim}l{layers}")
 
 
+MATMUL_SHAPES = ((8192, 128, 384), (8192, 128, 128), (2048, 2048, 2048))
+
+
+def matmul_rate(iters: int) -> dict[str, float]:
+  """GFLOP/s of a jitted float32 ``a @ b`` for each (M, K, N) in MATMUL_SHAPES (median)."""
+  out = {}
+  for m, k, n in MATMUL_SHAPES:
+    a = jnp.ones((m, k), jnp.float32)
+    b = jnp.ones((k, n), jnp.float32)
+    f = jax.jit(jnp.matmul)
+    jax.block_until_ready(f(a, b))
+    times = []
+    for _ in range(max(iters, 3)):
+      t0 = time.perf_counter()
+      jax.block_until_ready(f(a, b))
+      times.append(time.perf_counter() - t0)
+    out[f"{m}x{k}x{n}"] = 2 * m * k * n / statistics.median(times) / 1e9
+  return out
+
+
+def step_flops(mcfg: config.ModelConfig, batch: int, length: int) -> float:
+  """Model FLOPs of one training step: 6 x matmul params x tokens + full attention."""
+  d, L = mcfg.dim, mcfg.n_layers
+  per_layer = d * (mcfg.q_dim + 2 * mcfg.kv_dim) + mcfg.q_dim * d + 3 * d * mcfg.ffn_dim
+  matmul_params = L * per_layer + d * mcfg.vocab_size  # + the output head
+  attention = 12 * L * batch * length * length * mcfg.q_dim
+  return 6.0 * matmul_params * batch * length + attention
+
+
 def measure(mcfg: config.ModelConfig, batch: int, length: int, iters: int) -> dict:
   """Median seconds of one full fine-tuning step; tokens/s; parameter count."""
   params = transformer.init_params(mcfg, jax.random.key(0))
@@ -58,13 +90,20 @@ def measure(mcfg: config.ModelConfig, batch: int, length: int, iters: int) -> di
     jax.block_until_ready(m)
     times.append(time.perf_counter() - t0)
   sec = statistics.median(times)
-  return {"params": transformer.count_params(params), "step_s": sec, "tok_s": batch * length / sec}
+  return {"params": transformer.count_params(params), "step_s": sec, "tok_s": batch * length / sec,
+          "gflops": step_flops(mcfg, batch, length) / sec / 1e9}
 
 
 def main(argv):
   del argv
-  print("| model | params | dtype | batch x tokens | step (s) | tokens/s |")
-  print("|---|---|---|---|---|---|")
+  rates = matmul_rate(_ITERS.value)
+  print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()} (JAX {jax.__version__}, "
+        f"backend {jax.default_backend()})")
+  print("matmul rate (jitted float32 a @ b, GFLOP/s): " +
+        ", ".join(f"{k} {v:.0f}" for k, v in rates.items()))
+  ref = rates["8192x128x384"]  # the shape of the 128-wide model's projections
+  print("| model | params | dtype | batch x tokens | step (s) | tokens/s | model GFLOP/s | of matmul rate |")
+  print("|---|---|---|---|---|---|---|---|")
   for size in _SIZES.value:
     dim, layers = map(int, size.split("x"))
     for dtype in _DTYPES.value:
@@ -72,7 +111,8 @@ def main(argv):
         b, t = map(int, shape.split("x"))
         r = measure(model_config(dim, layers, dtype, _GRID.value), b, t, _ITERS.value)
         print(f"| {dim}x{layers} | {r['params'] / 1e6:.2f}M | {dtype} | {b} x {t} | "
-              f"{r['step_s']:.2f} | {r['tok_s']:.0f} |", flush=True)
+              f"{r['step_s']:.2f} | {r['tok_s']:.0f} | {r['gflops']:.1f} | {r['gflops'] / ref:.0%} |",
+              flush=True)
 
 
 if __name__ == "__main__":
