@@ -1,7 +1,7 @@
 r"""One call for a lent GPU window: check, train, evaluate, measure, return, each on a deadline.
 
   # on the device machine (docs/training.md, "The GPU window"): wheels in .whl/ travel by carry
-  pip install --no-index --no-deps .whl/*.whl && python -m experiments.gpu_window --out=$OUT
+  pip install --no-index --no-deps .whl/*.whl && python -m experiments.gpu_window --window_out=$OUT
 
 Phases, each with a deadline measured from the start of the process (defaults fit a
 9-minute command; the window is 15 device-minutes with the machine's start):
@@ -34,14 +34,14 @@ from typing import Any, Callable, Optional
 from absl import app
 from absl import flags
 
-_OUT = flags.DEFINE_string("out", os.environ.get("OUT", "runs/gpu_window"), "returned folder ($OUT)")
-_TRAIN_END = flags.DEFINE_float("train_end_s", 330.0, "training stops by this second")
-_EVAL_END = flags.DEFINE_float("eval_end_s", 500.0, "no evaluation group starts after this second")
-_END = flags.DEFINE_float("end_s", 530.0, "everything is written by this second")
-_TTT_STEPS = flags.DEFINE_integer("ttt_steps", 32, "TTT steps per task")
-_TOKENS = flags.DEFINE_integer("tokens_per_batch", 65536, "pretraining batch size in slots")
-_TASKS = flags.DEFINE_string("tasks", "dev80", "evaluation tasks")
-_REHEARSAL = flags.DEFINE_bool("rehearsal", False, "tiny model and pool, for the CPU rehearsal")
+_OUT = flags.DEFINE_string("window_out", os.environ.get("OUT", "runs/gpu_window"), "returned folder ($OUT)")
+_TRAIN_END = flags.DEFINE_float("window_train_end_s", 330.0, "training stops by this second")
+_EVAL_END = flags.DEFINE_float("window_eval_end_s", 500.0, "no evaluation group starts after this second")
+_END = flags.DEFINE_float("window_end_s", 530.0, "everything is written by this second")
+_TTT_STEPS = flags.DEFINE_integer("window_ttt_steps", 32, "TTT steps per task")
+_TOKENS = flags.DEFINE_integer("window_tokens_per_batch", 65536, "pretraining batch size in slots")
+_TASKS = flags.DEFINE_string("window_tasks", "dev80", "evaluation tasks")
+_REHEARSAL = flags.DEFINE_bool("window_rehearsal", False, "tiny model and pool, for the CPU rehearsal")
 
 MAX_FILES, MAX_BYTES, MAX_DEPTH = 8, 16 * 2 ** 20, 2
 NEXT_WINDOW = ("LoRA TTT step vs HF transformers + peft (default model and the Llama-3.2-1B shape)",

@@ -62,3 +62,12 @@ def test_limits_are_checked(tmp_path):
     (tmp_path / f"f{i}").write_bytes(b"1")
   bad = gpu_window.check_limits(str(tmp_path))
   assert any("9 files" in b for b in bad) and any("folders deep" in b for b in bad)
+
+
+def test_the_binary_parses_its_flags():
+  import subprocess
+  import sys
+  r = subprocess.run([sys.executable, "-m", "experiments.gpu_window", "--helpfull"], capture_output=True,
+                     text=True, timeout=120)
+  out = r.stdout + r.stderr  # absl prints the help and exits 1
+  assert "Traceback" not in out and "--window_out" in out and "--window_rehearsal" in out, out[-2000:]
