@@ -13,7 +13,7 @@ from ttt_jax.train.optim import ttt_optim_config
 from conftest import tiny_model, tiny_params
 
 CFG, LCFG, _ = tiny_model()
-# eps=1e-3: grouped and one-by-one TRAINING sum in another order; with Adam's default eps=1e-8
+# eps=1e-3: grouped and one-by-one training sum in another order; with Adam's default eps=1e-8
 # a near-zero gradient turns that rounding noise into a difference of ~lr. With eps far above
 # the noise an update differs by at most lr * noise / eps (~1e-4 * lr), so TRAJ_TOL
 # (1e-3 * lr) holds on any machine while a wrong task or step count differs by ~lr.
