@@ -12,12 +12,15 @@ Phases, each with a deadline measured from the start of the process (defaults fi
    until the train deadline; its checkpoint goes to ``$OUT/ckpt/`` as soon as training stops.
 3. ``eval``: dev-80 without and with TTT (task vector), groups started only before the
    deadline; per-task records and per-level pass@2.
-4. ``bench``: figures the earlier phases measured (tokens/s, seconds per task), plus what did
-   not fit, listed to run first in the next window.
+4. ``bench``: figures the earlier phases measured (tokens/s, seconds per task), then the
+   benchmark binary's measurements (``experiments/configs/benchmark.py:window``: LoRA step vs
+   HF + peft, decoding vs HF generate and the HBM roofline, full-step MFU, K tasks vmapped vs in a
+   row), one process each, each killed at its share of the time left. Each appends its section to
+   ``$OUT/BENCHMARKS.md`` when it finishes; what did not finish is listed to run first next time.
 
 ``$OUT/window.json`` is rewritten after every phase, so a run cut short still returns what it
-finished. What comes back: window.json, log.txt, ckpt/{params,opt}.safetensors,
-ckpt/state.json: 5 files, at most one folder deep, each under 16 MiB.
+finished. What comes back: window.json, log.txt, BENCHMARKS.md, ckpt/{params,opt}.safetensors,
+ckpt/state.json: 6 files, at most one folder deep, each under 16 MiB.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,20 +38,29 @@ from typing import Any, Callable, Optional
 from absl import app
 from absl import flags
 
+# The benchmark processes of the last phase need the GPU memory this process does not use.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
 _OUT = flags.DEFINE_string("window_out", os.environ.get("OUT", "runs/gpu_window"), "returned folder ($OUT)")
-_TRAIN_END = flags.DEFINE_float("window_train_end_s", 330.0, "training stops by this second")
-_EVAL_END = flags.DEFINE_float("window_eval_end_s", 500.0, "no evaluation group starts after this second")
-_END = flags.DEFINE_float("window_end_s", 530.0, "everything is written by this second")
+_TRAIN_END = flags.DEFINE_float("window_train_end_s", 260.0, "training stops by this second")
+_EVAL_END = flags.DEFINE_float("window_eval_end_s", 420.0, "no evaluation group starts after this second")
+_END = flags.DEFINE_float("window_end_s", 565.0, "everything is written by this second")
 _TTT_STEPS = flags.DEFINE_integer("window_ttt_steps", 32, "TTT steps per task")
 _TOKENS = flags.DEFINE_integer("window_tokens_per_batch", 65536, "pretraining batch size in slots")
 _TASKS = flags.DEFINE_string("window_tasks", "dev80", "evaluation tasks")
+_BENCH = flags.DEFINE_string("window_bench", "lora,decode,full,multitask",
+                              "benchmark measurements, in order, one process each")
 _REHEARSAL = flags.DEFINE_bool("window_rehearsal", False, "tiny model and pool, for the CPU rehearsal")
 
 MAX_FILES, MAX_BYTES, MAX_DEPTH = 8, 16 * 2 ** 20, 2
-NEXT_WINDOW = ("LoRA TTT step vs HF transformers + peft (default model and the Llama-3.2-1B shape)",
-               "K tasks in one vmapped TTT step vs K steps",
-               "decoding vs HF generate and vs the HBM roofline",
-               "full-step MFU at the Llama-3.2-1B shape")
+BENCH_WHAT = {"lora": "LoRA TTT step vs HF transformers + peft (Llama-3.2-1B shape)",
+              "decode": "decoding vs HF generate and vs the HBM roofline (Llama-3.2-1B shape)",
+              "full": "full-step MFU at the Llama-3.2-1B shape",
+              "multitask": "K tasks in one vmapped TTT step vs K steps (arc-small)"}
+NEXT_WINDOW = tuple(BENCH_WHAT.values()) + (
+    "the benchmark binary's gpu preset at every size (experiments/configs/benchmark.py:gpu)",)
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MIN_BENCH_S = 20.0  # a measurement given less than this is not started
 
 
 class Window:
@@ -115,13 +128,33 @@ def check_limits(out: str) -> list[str]:
   return bad
 
 
+def bench_argv(measurement: str, out: str, preset: str) -> list[str]:
+  """The benchmark binary for one measurement, appending its section to ``out``/BENCHMARKS.md."""
+  return [sys.executable, "-m", "experiments.benchmark", f"--config=experiments/configs/benchmark.py:{preset}",
+          f"--config.only={measurement}", f"--config.benchmarks_md={os.path.join(out, 'BENCHMARKS.md')}",
+          "--config.json_out="]
+
+
+def run_bounded(argv: list[str], timeout_s: float) -> dict:
+  """Runs ``argv`` to completion or kills it at ``timeout_s``; its output's tail goes into the record."""
+  t = time.monotonic()
+  try:
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False, cwd=REPO_ROOT)
+    status, out = ("done" if r.returncode == 0 else f"failed: exit {r.returncode}"), r.stdout + r.stderr
+  except subprocess.TimeoutExpired as e:
+    status = f"killed at its {timeout_s:.0f}s share"
+    out = "".join(x.decode(errors="replace") if isinstance(x, bytes) else (x or "") for x in (e.stdout, e.stderr))
+  return {"status": status, "seconds": round(time.monotonic() - t, 1), "output_tail": out[-1500:]}
+
+
 def attention_check() -> dict:
   """cuDNN fused attention vs the XLA path in bf16, forward and gradient, left-padded rows."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from ttt_jax.model import config, transformer  # pylint: disable=g-import-not-at-top
-  rec = {"backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()]}
+  rec = {"backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
+         "device_kind": jax.devices()[0].device_kind, "jax": jax.__version__, "python": sys.version.split()[0]}
   if jax.default_backend() != "gpu":
     rec["attention_impl"] = "xla"
     rec["cudnn"] = "not a GPU: the XLA path"
@@ -158,11 +191,13 @@ def main(argv):
   win.result["argv"] = sys.argv
   run_window(win, rehearsal=_REHEARSAL.value, train_end_s=_TRAIN_END.value,
              eval_end_s=_EVAL_END.value, end_s=_END.value, ttt_steps=_TTT_STEPS.value,
-             tokens_per_batch=_TOKENS.value, tasks=_TASKS.value)
+             tokens_per_batch=_TOKENS.value, tasks=_TASKS.value,
+             bench=tuple(m.strip() for m in _BENCH.value.split(",") if m.strip()))
 
 
 def run_window(win: Window, *, rehearsal: bool, train_end_s: float, eval_end_s: float, end_s: float,
-               ttt_steps: int, tokens_per_batch: int, tasks: str) -> dict:
+               ttt_steps: int, tokens_per_batch: int, tasks: str,
+               bench: tuple[str, ...] = tuple(BENCH_WHAT)) -> dict:
   """The four phases on ``win``'s clock; returns ``win.result``."""
   check = win.phase("check", attention_check, deadline_s=train_end_s) or {}
   impl = check.get("attention_impl", "xla")
@@ -210,8 +245,9 @@ def run_window(win: Window, *, rehearsal: bool, train_end_s: float, eval_end_s: 
     for i, (name, tcfg) in enumerate(arms):
       # the no-TTT arm gets a third of the time left, TTT the rest
       share = (eval_end_s - win.elapsed()) / (3.0 if i == 0 else 1.0)
-      res = ev.evaluate(params, mcfg, task_list, ev.EvalConfig(ttt=tcfg, group_size=2 if rehearsal else 16,
-                                                               max_answer=24 if rehearsal else 931),
+      ecfg = ev.EvalConfig(ttt=tcfg, group_size=2 if rehearsal else 16, max_answer=24 if rehearsal else 931,
+                           fixed_shapes=True)
+      res = ev.evaluate(params, mcfg, task_list, ecfg,
                         log=win.log, deadline=win.clock() + share, clock=win.clock)
       by_level: dict[str, list[int]] = {}
       for r in res["records"]:
@@ -228,16 +264,29 @@ def run_window(win: Window, *, rehearsal: bool, train_end_s: float, eval_end_s: 
 
   win.phase("eval", evaluate, deadline_s=eval_end_s)
 
-  def bench() -> dict:
+  def measure() -> dict:
     ph = win.result["phases"]
     rec = {"pretrain_tokens_per_s": ph.get("train", {}).get("tokens_per_s")}
     for arm, res in ph.get("eval", {}).items():
       if isinstance(res, dict) and "seconds_per_task" in res:
         rec[f"eval_{arm}_seconds_per_task"] = res["seconds_per_task"]
-    rec["not_run"] = list(NEXT_WINDOW)
+    preset = "smoke" if rehearsal else "window"
+    for i, m in enumerate(bench):
+      share = (end_s - 5.0 - win.elapsed()) / (len(bench) - i)  # what earlier ones left is shared on
+      if share < MIN_BENCH_S:
+        rec[m] = {"status": f"not started: {share:.0f}s left for it"}
+        continue
+      win.log(f"bench {m}: start ({share:.0f}s)")
+      rec[m] = run_bounded(bench_argv(m, win.out, preset), share)
+      win.log(f"bench {m}: {rec[m]['status']} in {rec[m]['seconds']}s")
+      win.result["phases"]["bench_partial"] = rec
+      win.secure()
+    rec["not_run"] = [BENCH_WHAT.get(m, m) for m in bench if rec.get(m, {}).get("status") != "done"]
+    rec["not_run"] += [w for m, w in BENCH_WHAT.items() if m not in bench] + [NEXT_WINDOW[-1]]
+    win.result["next_window"] = rec["not_run"]
     return rec
 
-  win.phase("bench", bench, deadline_s=end_s)
+  win.phase("bench", measure, deadline_s=end_s)
   win.result["limits_broken"] = check_limits(win.out)
   win.log(f"done; returned files: {returned_files(win.out)}")
   win.secure()

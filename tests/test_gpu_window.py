@@ -25,7 +25,8 @@ def test_window_runs_every_phase_on_its_deadline_and_returns_within_limits(tmp_p
   out = str(tmp_path / "OUT")
   win = gpu_window.Window(out, clock=Ticks())
   res = gpu_window.run_window(win, rehearsal=True, train_end_s=400, eval_end_s=2000, end_s=2500,
-                              ttt_steps=2, tokens_per_batch=512, tasks="fresh:train:2")
+                              ttt_steps=2, tokens_per_batch=512, tasks="fresh:train:2",
+                              bench=("full", "nonexistent"))
   ph = res["phases"]
   assert [ph[p]["status"] for p in ("check", "train", "eval", "bench")] == ["done"] * 4, ph
   assert ph["check"]["attention_impl"] == "xla"  # no GPU here
@@ -34,11 +35,14 @@ def test_window_runs_every_phase_on_its_deadline_and_returns_within_limits(tmp_p
   for name, deadline in (("check", 400), ("train", 400), ("eval", 2000)):
     assert ph[name]["started_s"] < deadline
   assert ph["eval"]["none"]["tasks"] + ph["eval"]["none"]["unfinished"] == 2
-  assert ph["bench"]["not_run"]  # what did not fit is listed for the next window
+  assert ph["bench"]["full"]["status"] == "done", ph["bench"]["full"]  # the smoke preset, one process
+  assert ph["bench"]["nonexistent"]["status"].startswith("failed")  # recorded; the phase goes on
+  assert "nonexistent" in ph["bench"]["not_run"] and res["next_window"] == ph["bench"]["not_run"]
   assert res["limits_broken"] == []
   files = {p for p, _, _ in gpu_window.returned_files(out)}
-  assert files == {"window.json", "log.txt", "ckpt/params.safetensors", "ckpt/opt.safetensors",
-                   "ckpt/state.json"}
+  assert files == {"window.json", "log.txt", "BENCHMARKS.md", "ckpt/params.safetensors",
+                   "ckpt/opt.safetensors", "ckpt/state.json"}
+  assert "Full fine-tuning step" in open(os.path.join(out, "BENCHMARKS.md")).read()
   assert json.load(open(os.path.join(out, "window.json")))["phases"]["bench"]["status"] == "done"
   from ttt_jax.taskemb import checkpoint
   assert checkpoint.load_state(os.path.join(out, "ckpt"))["step"] == ph["train"]["step"]

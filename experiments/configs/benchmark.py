@@ -1,5 +1,5 @@
-"""Benchmark config. Presets: ``benchmark.py:gpu`` (the issue's sizes, bf16, one H100/H200) and
-``benchmark.py:smoke`` (tiny model, float32, a few seconds on CPU; what CI runs).
+"""Benchmark config. Presets: ``benchmark.py:gpu`` (the issue's sizes, bf16, one H100/H200),
+``benchmark.py:window`` (one size each, for a short lent window) and ``benchmark.py:smoke`` (tiny model, float32, a few seconds on CPU; what CI runs).
 
 Every measurement can be switched off (``--config.lora.enabled=False``) or resized from the command
 line, e.g. ``--config.lora.seq_lens=2048,4096 --config.decode.batch_sizes=48``; the fused attention
@@ -86,6 +86,21 @@ def get_config(preset: str = "gpu") -> config_dict.ConfigDict:
                                                      xla_llvm_disable_expensive_passes=True))
     c.benchmarks_md = "runs/benchmark_smoke/BENCHMARKS.md"  # not the committed file
     c.json_out = "runs/benchmark_smoke/benchmarks.json"
+  elif preset == "window":
+    # One size per measurement, each sized to finish in about a minute of a lent GPU window
+    # (experiments/gpu_window.py runs them one per process, on a deadline).
+    c.label = "GPU window"
+    c.iters = 3
+    c.lora.models = ("llama-3.2-1b",)
+    c.lora.seq_lens = (2048,)
+    c.full.models = ("llama-3.2-1b",)
+    c.full.seq_lens = (2048,)
+    c.multitask.ks = (16,)
+    c.multitask.seq_len = 1024
+    c.decode.models = ("llama-3.2-1b",)
+    c.decode.batch_sizes = (24,)
+    c.decode.new_tokens = 128
+    c.json_out = ""
   elif preset != "gpu":
-    raise ValueError(f"unknown benchmark preset {preset!r}; known: gpu, smoke")
+    raise ValueError(f"unknown benchmark preset {preset!r}; known: gpu, window, smoke")
   return c

@@ -151,3 +151,31 @@ def test_evaluate_runs_ttt_decodes_and_scores(tmp_path):
     for r in res["records"]:
       assert r["views"] == 8 and 0 <= r["parsed"] <= 8 and np.isfinite(r["test_nll"])
       assert 0.0 <= r["test_token_acc"] <= 1.0
+
+
+def test_fixed_shape_decoding_gives_the_same_tokens_as_exact_shapes():
+  params = model.init_params(MCFG, 3, jax.random.key(4))
+  rng = np.random.default_rng(5)
+  prompts = [data.encode_pair(_grid(rng, h, w))[0] for h, w in ((2, 3), (4, 4), (3, 2))]
+  cond = params["task"][jnp.asarray([0, 1, 2])] + params["aug"][jnp.asarray([0, 3, 5])]
+  kw = dict(cfg=MCFG, max_new_tokens=10, eos_id=tokens.EOS, pad_id=tokens.PAD, grid_stop=True)
+  toks, mask = predict._left_pad(prompts)
+  exact = decode.generate(params["base"], None, toks, mask, cond_BxD=cond, **kw)
+  toks, mask = predict._left_pad(prompts, rows=5, bucketed=True)
+  assert toks.shape == (5, predict.PROMPT_MIN) and (toks[3:] == toks[2]).all()
+  assert predict._left_pad([np.ones(65, np.int32)], bucketed=True)[0].shape == (1, 128)
+  padded = decode.generate(params["base"], None, toks, mask, cond_BxD=jnp.concatenate([cond, cond[2:], cond[2:]]),
+                           **kw)
+  np.testing.assert_array_equal(np.asarray(padded)[:3], np.asarray(exact))
+
+
+def test_fixed_shape_evaluation_gives_the_same_records():
+  from ttt_jax.taskemb import evaluate
+  params = model.init_params(MCFG, 4, jax.random.key(6))
+  tasks = [_task(40), _task(41, n=2)]
+  recs = [evaluate.evaluate(params, MCFG, tasks, evaluate.EvalConfig(group_size=2, max_answer=24, fixed_shapes=f),
+                            log=lambda s: None)["records"] for f in (False, True)]
+  for a, b in zip(*recs):
+    assert (a["parsed"], a["pass2"], a["views"]) == (b["parsed"], b["pass2"], b["views"])
+    np.testing.assert_allclose(b["test_nll"], a["test_nll"], rtol=1e-5)
+    np.testing.assert_allclose(b["test_token_acc"], a["test_token_acc"], rtol=1e-6)

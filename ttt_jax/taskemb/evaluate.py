@@ -8,6 +8,7 @@ held-out figures.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import Any, Optional, Sequence
 
@@ -28,6 +29,9 @@ class EvalConfig:
   max_prompt: int = 512
   max_answer: int = predict.ANSWER_MAX
   seed: int = 0
+  # Fixed batch shapes for decoding and test-output metrics: a few programs compile for any task
+  # set (an accelerator's choice; on a CPU the padding costs more than the compiles it saves).
+  fixed_shapes: bool = False
 
 
 def fresh_generated_tasks(which: str, n: int, seed: int, difficulty=(0.0, 0.3)) -> list[Task]:
@@ -63,19 +67,38 @@ def load_eval_tasks(spec: str) -> list[Task]:
   return io.load_tasks(spec)[0]
 
 
-def test_output_metrics(params: dict, mcfg: ModelConfig, state: dict, task: Task, tcfg_mode: str,
-                        lora_rank: int) -> tuple[float, float]:
-  """(mean output NLL per token, token accuracy) of the task's test outputs, identity view."""
+METRIC_ROWS = (1, 2, 4, 8)  # fixed shapes: test inputs per task padded to one of these
+METRIC_LENGTHS = (64, 128, 256, 512, 1024)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "lora_cfg"))
+def _loss_sums_jit(base, lora, vec_BxD, aug_table, batch, *, cfg, lora_cfg):
+  return model.loss_sums(base, lora, vec_BxD, aug_table, batch, cfg=cfg, lora_cfg=lora_cfg)
+
+
+def test_output_metrics(params: dict, mcfg: ModelConfig, state: dict, task: Task, lora_rank: int,
+                        fixed_shapes: bool = False) -> tuple[float, float]:
+  """(mean output NLL per token, token accuracy) of the task's test outputs, identity view.
+
+  ``fixed_shapes`` pads rows and length to ``METRIC_ROWS`` x ``METRIC_LENGTHS`` (padding rows
+  carry no weight), so the figures are the same and few programs compile.
+  """
   pairs = [p for p in task.test if p.output is not None and data.pair_num_tokens(p) <= 1025]
   if not pairs:
     return float("nan"), float("nan")
   seqs = [data.encode_pair(p.input, p.output) for p in pairs]
   length = max(len(t) for t, _ in seqs) - 1
+  n_rows = len(seqs)
+  if fixed_shapes:
+    length = data.bucket_length(length + 1, METRIC_LENGTHS)
+    seqs += [seqs[-1]] * (next((r for r in METRIC_ROWS if r >= n_rows), n_rows) - n_rows)
   batch = data.make_batch(seqs, [0] * len(seqs), [0] * len(seqs), length)
+  batch = batch._replace(weights=np.where(np.arange(len(seqs))[:, None] < n_rows, batch.weights, 0.0)
+                         .astype(np.float32))
   lcfg = ttt.lora_config(ttt.TTTConfig(mode="lora", lora_rank=lora_rank)) if "lora" in state else None
   vec = jnp.broadcast_to(state["task"], (len(seqs), state["task"].shape[-1]))
-  s, w, hits = model.loss_sums(state.get("base", params["base"]), state.get("lora"), vec, params["aug"],
-                               batch, cfg=mcfg, lora_cfg=lcfg)
+  s, w, hits = _loss_sums_jit(state.get("base", params["base"]), state.get("lora"), vec, params["aug"],
+                              batch, cfg=mcfg, lora_cfg=lcfg)
   return float(s / w), float(hits / w)
 
 
@@ -110,7 +133,7 @@ def evaluate(params: dict, mcfg: ModelConfig, tasks: Sequence[Task], ecfg: EvalC
       flat = [v for vs in views for v in vs]
       vec = np.stack([np.asarray(states[v.task]["task"]) for v in flat]) if flat else None
       answers = predict.decode_views(params["base"], None, vec, params["aug"], flat, cfg=mcfg,
-                                     max_answer=ecfg.max_answer) if flat else []
+                                     max_answer=ecfg.max_answer, fixed_shapes=ecfg.fixed_shapes) if flat else []
       per_task = [[a for v, a in zip(flat, answers) if v.task == i] for i in range(len(group))]
     else:
       per_task = []
@@ -118,13 +141,13 @@ def evaluate(params: dict, mcfg: ModelConfig, tasks: Sequence[Task], ecfg: EvalC
         lcfg = ttt.lora_config(ecfg.ttt) if "lora" in s else None
         vec = np.repeat(np.asarray(s["task"])[None], len(views[i]), axis=0)
         per_task.append(predict.decode_views(s.get("base", params["base"]), s.get("lora"), vec, params["aug"],
-                                             views[i], cfg=mcfg, lora_cfg=lcfg,
-                                             max_answer=ecfg.max_answer) if views[i] else [])
+                                             views[i], cfg=mcfg, lora_cfg=lcfg, max_answer=ecfg.max_answer,
+                                             fixed_shapes=ecfg.fixed_shapes) if views[i] else [])
     for i, task in enumerate(group):
       attempts = predict.vote(views[i], per_task[i], len(task.test))
       right = [p.output is not None and any(grids_equal(a, p.output) for a in att)
                for p, att in zip(task.test, attempts)]
-      nll, acc = test_output_metrics(params, mcfg, states[i], task, mode, lora_rank)
+      nll, acc = test_output_metrics(params, mcfg, states[i], task, lora_rank, ecfg.fixed_shapes)
       records.append({"task_id": task.task_id, "pass2": bool(all(right)), "inputs_right": sum(right),
                       "inputs": len(task.test), "views": len(views[i]),
                       "parsed": sum(a is not None for a in per_task[i]), "ttt_final_loss": losses[i],

@@ -61,8 +61,17 @@ def views_of(task: Task, task_pos: int, colour_views: int, seed: int, max_prompt
   return out
 
 
-def _left_pad(prompts: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+PROMPT_MIN = 64  # fixed shapes: prompts are left-padded to a power of two at least this long
+
+
+def _left_pad(prompts: Sequence[np.ndarray], rows: int = 0, bucketed: bool = False
+              ) -> tuple[np.ndarray, np.ndarray]:
+  """Left-padded prompts; ``rows`` > len(prompts) repeats the last prompt (answers dropped), and
+  ``bucketed`` rounds the length up to a power of two (masked, so the answers do not change)."""
   T = max(len(p) for p in prompts)
+  if bucketed:
+    T = max(PROMPT_MIN, 1 << (T - 1).bit_length())
+  prompts = list(prompts) + [prompts[-1]] * max(0, rows - len(prompts))
   toks = np.full((len(prompts), T), tokens.PAD, np.int32)
   mask = np.zeros((len(prompts), T), bool)
   for i, p in enumerate(prompts):
@@ -72,27 +81,30 @@ def _left_pad(prompts: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 def decode_views(base: dict, adapter: Optional[dict], vec_BxD: np.ndarray, aug_table: jax.Array,
                  views: Sequence[View], *, cfg: ModelConfig, lora_cfg: Any = None,
-                 chunk_rows: int = 64, max_answer: int = ANSWER_MAX) -> list[Optional[Grid]]:
+                 chunk_rows: int = 64, max_answer: int = ANSWER_MAX, fixed_shapes: bool = False
+                 ) -> list[Optional[Grid]]:
   """Greedy answers of ``views`` (one conditioning vector per view), None where unparsable.
 
-  ``max_answer`` caps the generated tokens (a 30x30 answer needs 931).
+  ``max_answer`` caps the generated tokens (a 30x30 answer needs 931). ``fixed_shapes``: every
+  batch has ``chunk_rows`` rows and a power-of-two prompt length (at least ``PROMPT_MIN``), so a
+  few programs compile for any number of views (an accelerator's choice: on a CPU the
+  padding rows cost more than a compile saves).
   """
-  out: list[Optional[Grid]] = []
   order = np.argsort([len(v.prompt_T) for v in views], kind="stable")  # similar lengths together
-  answers: dict[int, Optional[Grid]] = {}
+  answers: list[Optional[Grid]] = [None] * len(views)
   for start in range(0, len(views), chunk_rows):
     rows = order[start:start + chunk_rows]
-    toks, mask = _left_pad([views[i].prompt_T for i in rows])
+    toks, mask = _left_pad([views[i].prompt_T for i in rows], rows=chunk_rows if fixed_shapes else 0,
+                           bucketed=fixed_shapes)
     n_new = min(max_answer, cfg.max_seq_len - toks.shape[1])
-    cond = jnp.asarray(vec_BxD)[rows] + jnp.take(aug_table, jnp.asarray([views[i].aug for i in rows]), axis=0)
-    new = decode.generate(base, adapter, toks, mask, cfg=cfg, lora_cfg=lora_cfg, max_new_tokens=n_new,
-                          eos_id=tokens.EOS, pad_id=tokens.PAD, grid_stop=True, cond_BxD=cond)
+    padded = np.concatenate([rows, np.repeat(rows[-1:], toks.shape[0] - len(rows))])
+    cond = jnp.asarray(vec_BxD)[padded] + jnp.take(aug_table, jnp.asarray([views[i].aug for i in padded]), axis=0)
+    new = np.asarray(decode.generate(base, adapter, toks, mask, cfg=cfg, lora_cfg=lora_cfg, max_new_tokens=n_new,
+                                     eos_id=tokens.EOS, pad_id=tokens.PAD, grid_stop=True, cond_BxD=cond))
     for r, i in enumerate(rows):
-      g = tokens.decode_answer(np.asarray(new[r]))
+      g = tokens.decode_answer(new[r])
       answers[int(i)] = None if g is None else views[int(i)].invert(g)
-  for i in range(len(views)):
-    out.append(answers[i])
-  return out
+  return answers
 
 
 def vote(views: Sequence[View], answers: Sequence[Optional[Grid]], num_tests: int, k: int = 2
