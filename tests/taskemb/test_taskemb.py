@@ -138,6 +138,10 @@ def test_pretraining_resumes_to_the_same_state_and_counts_tokens(tmp_path):
   with pytest.raises(ValueError, match="pool"):
     pretrain.run(cfg.replace(out_dir=str(tmp_path / "d"), init_from=str(tmp_path / "a" / "checkpoint")),
                  pool=data.pool_from_tasks([_task(s) for s in range(4)], max_tokens=65), log=logs.append)
+  # an out_dir left behind with an older checkpoint than init_from is refused, not resumed (a fork)
+  with pytest.raises(ValueError, match="older than init_from"):
+    pretrain.run(cfg.replace(out_dir=str(tmp_path / "b"), init_from=str(tmp_path / "c" / "checkpoint"), steps=9),
+                 pool=pool, log=logs.append)
 
 
 def test_evaluate_runs_ttt_decodes_and_scores(tmp_path):

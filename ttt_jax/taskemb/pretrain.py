@@ -117,6 +117,13 @@ def run(cfg: PretrainConfig, *, pool: Optional[data.Pool] = None, clock=time.mon
                                                          else None)
   if cfg.init_from and source is None:
     raise FileNotFoundError(f"init_from={cfg.init_from!r} is not a task-embedding checkpoint")
+  if source == ckpt_dir and cfg.init_from and checkpoint.exists(cfg.init_from):
+    here, there = checkpoint.load_state(ckpt_dir), checkpoint.load_state(cfg.init_from)
+    if there["tokens_seen"] > here["tokens_seen"]:  # a newer lineage checkpoint was committed since
+      raise ValueError(
+          f"out_dir checkpoint {ckpt_dir} (step {here['step']}, {here['tokens_seen']:,} tokens) is older "
+          f"than init_from {cfg.init_from} (step {there['step']}, {there['tokens_seen']:,} tokens): resuming "
+          "it would fork the lineage; move it away or choose another out_dir")
   ocfg = optim_config(cfg)
   if source:
     saved = checkpoint.load_state(source)
