@@ -40,7 +40,9 @@ class ModelConfig:
   # scores, for training and for prefill into a fresh cache (rows must hold one contiguous run
   # of real tokens: right or left padding). It falls back to the XLA path for single-token
   # decode steps and chunks written into a non-empty cache, and for float32 or a head_dim not a
-  # multiple of 8 up to 128. See ttt_jax.model.transformer.uses_fused_attention.
+  # multiple of 8 up to 128. See ttt_jax.model.transformer.uses_fused_attention. "blocked": the
+  # explicit mask, one block of queries at a time over the keys up to it (no cache only), which
+  # skips the masked upper triangle: the CPU's choice (transformer.blocked_causal_attention).
   attention_impl: Optional[str] = None
   init_std: float = 0.02
   # Learned row/column/role embeddings derived from the compact-vocabulary token stream
@@ -61,8 +63,9 @@ class ModelConfig:
     if self.grid_positions and self.vocab_size != tokens.VOCAB_SIZE:
       raise ValueError(f"{where}: grid_positions needs the compact ARC vocabulary "
                        f"(vocab_size={tokens.VOCAB_SIZE}), got vocab_size={self.vocab_size}")
-    if self.attention_impl not in (None, "xla", "cudnn"):
-      raise ValueError(f"{where}: attention_impl must be None, 'xla' or 'cudnn', got {self.attention_impl!r}")
+    if self.attention_impl not in (None, "xla", "cudnn", "blocked"):
+      raise ValueError(f"{where}: attention_impl must be None, 'xla', 'cudnn' or 'blocked', "
+                       f"got {self.attention_impl!r}")
     if self.rope_scaling is not None:
       rs = dict(self.rope_scaling)
       kind = rs.get("rope_type", rs.get("type"))
