@@ -10,8 +10,9 @@ Phases, each with a deadline measured from the start of the process (defaults fi
    gradient, left-padded rows). It decides ``attention_impl`` for the rest of the run.
 2. ``train``: continues the task-embedding lineage (``ttt_jax/assets/taskemb_cpu``) in bf16
    until the train deadline; its checkpoint goes to ``$OUT/ckpt/`` as soon as training stops.
-3. ``eval``: dev-80 without and with TTT (task vector), groups started only before the
-   deadline; per-task records and per-level pass@2.
+3. ``eval``: dev-80 without TTT, then with task-vector TTT at each of ``--window_ttt_steps``
+   (the TTT-steps curve), groups started only before each arm's share of the deadline; per-task
+   records and per-level pass@2.
 4. ``bench``: figures the earlier phases measured (tokens/s, seconds per task), then the
    benchmark binary's measurements (``experiments/configs/benchmark.py:window``: LoRA step vs
    HF + peft, decoding vs HF generate and the HBM roofline, full-step MFU, K tasks vmapped vs in a
@@ -45,7 +46,8 @@ _OUT = flags.DEFINE_string("window_out", os.environ.get("OUT", "runs/gpu_window"
 _TRAIN_END = flags.DEFINE_float("window_train_end_s", 260.0, "training stops by this second")
 _EVAL_END = flags.DEFINE_float("window_eval_end_s", 420.0, "no evaluation group starts after this second")
 _END = flags.DEFINE_float("window_end_s", 565.0, "everything is written by this second")
-_TTT_STEPS = flags.DEFINE_integer("window_ttt_steps", 32, "TTT steps per task")
+_TTT_STEPS = flags.DEFINE_list("window_ttt_steps", ["32", "128", "512"],
+                               "TTT steps per task, one evaluation arm each (after the no-TTT arm)")
 _TOKENS = flags.DEFINE_integer("window_tokens_per_batch", 65536, "pretraining batch size in slots")
 _TASKS = flags.DEFINE_string("window_tasks", "dev80", "evaluation tasks")
 _BENCH = flags.DEFINE_string("window_bench", "lora,decode,full,multitask",
@@ -190,13 +192,14 @@ def main(argv):
   win = Window(_OUT.value)
   win.result["argv"] = sys.argv
   run_window(win, rehearsal=_REHEARSAL.value, train_end_s=_TRAIN_END.value,
-             eval_end_s=_EVAL_END.value, end_s=_END.value, ttt_steps=_TTT_STEPS.value,
+             eval_end_s=_EVAL_END.value, end_s=_END.value,
+             ttt_steps=tuple(int(n) for n in _TTT_STEPS.value),
              tokens_per_batch=_TOKENS.value, tasks=_TASKS.value,
              bench=tuple(m.strip() for m in _BENCH.value.split(",") if m.strip()))
 
 
 def run_window(win: Window, *, rehearsal: bool, train_end_s: float, eval_end_s: float, end_s: float,
-               ttt_steps: int, tokens_per_batch: int, tasks: str,
+               ttt_steps: tuple[int, ...], tokens_per_batch: int, tasks: str,
                bench: tuple[str, ...] = tuple(BENCH_WHAT)) -> dict:
   """The four phases on ``win``'s clock; returns ``win.result``."""
   check = win.phase("check", attention_check, deadline_s=train_end_s) or {}
@@ -240,11 +243,10 @@ def run_window(win: Window, *, rehearsal: bool, train_end_s: float, eval_end_s: 
     task_list = ev.load_eval_tasks("fresh:train:2" if rehearsal else tasks)
     levels = splits.eval_levels()
     out = {}
-    arms = (("none", None), ("embed", ttt.TTTConfig(mode="embed", steps=ttt_steps,
-                                                     buckets=(64, 128, 256, 512))))
+    arms = [("none", None)] + [(f"embed_{n}", ttt.TTTConfig(mode="embed", steps=n, buckets=(64, 128, 256, 512)))
+                               for n in ttt_steps]
     for i, (name, tcfg) in enumerate(arms):
-      # the no-TTT arm gets a third of the time left, TTT the rest
-      share = (eval_end_s - win.elapsed()) / (3.0 if i == 0 else 1.0)
+      share = (eval_end_s - win.elapsed()) / (len(arms) - i)  # what earlier arms left is shared on
       ecfg = ev.EvalConfig(ttt=tcfg, group_size=2 if rehearsal else 16, max_answer=24 if rehearsal else 931,
                            fixed_shapes=True)
       res = ev.evaluate(params, mcfg, task_list, ecfg,

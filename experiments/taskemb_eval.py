@@ -18,7 +18,9 @@ from absl import flags
 _CKPT = flags.DEFINE_string("checkpoint", "", "checkpoint directory (default: the committed "
                             "ttt_jax/assets/taskemb_cpu)")
 _TASKS = flags.DEFINE_string("tasks", "dev80-small", "task set")
-_TTT = flags.DEFINE_enum("ttt", "embed", ["none", "embed", "lora", "full"], "per-task state trained")
+_TTT = flags.DEFINE_enum("ttt", "embed", ["none", "embed", "lora", "full", "joint"],
+                         "per-task state trained (joint: every task's demonstrations in one run, shared "
+                         "weights, a vector per task: transductive)")
 _STEPS = flags.DEFINE_integer("steps", 32, "TTT steps")
 _ROWS = flags.DEFINE_integer("rows", 8, "TTT sequences per step")
 _LR = flags.DEFINE_float("lr", 1e-2, "TTT rate of the task vector (and LoRA)")
@@ -26,6 +28,10 @@ _BASE_LR = flags.DEFINE_float("base_lr", 1e-4, "TTT rate of the base weights (--
 _GROUP = flags.DEFINE_integer("group_size", 8, "tasks trained at once (vmap)")
 _COLOURS = flags.DEFINE_integer("colour_views", 0, "extra colour permutations per dihedral view")
 _OUT = flags.DEFINE_string("out", "", "write the records here (JSON)")
+_ATTENTION = flags.DEFINE_enum("attention_impl", "blocked", ["", "xla", "blocked", "cudnn"],
+                               "attention of TTT and scoring ('': the checkpoint's; blocked: the CPU's "
+                               "choice; cudnn on a GPU in bf16)")
+_FIXED = flags.DEFINE_bool("fixed_shapes", False, "fixed decode/metric shapes (few compiles: an accelerator's choice)")
 
 
 def main(argv):
@@ -35,6 +41,8 @@ def main(argv):
   from ttt_jax.taskemb import evaluate, pretrain, ttt  # pylint: disable=g-import-not-at-top
   ckpt = _CKPT.value or ASSET
   params, mcfg, state = pretrain.load_trained(ckpt)
+  if _ATTENTION.value:
+    mcfg = mcfg.replace(attention_impl=_ATTENTION.value)
   tasks = evaluate.load_eval_tasks(_TASKS.value)
   tcfg = None if _TTT.value == "none" else ttt.TTTConfig(
       mode=_TTT.value, steps=_STEPS.value, rows=_ROWS.value, learning_rate=_LR.value,
@@ -42,10 +50,10 @@ def main(argv):
   print(f"taskemb_eval: {ckpt} (step {state['step']}, {state['tokens_seen']:,} tokens), "
         f"{len(tasks)} tasks of {_TASKS.value}, TTT {_TTT.value}", flush=True)
   res = evaluate.evaluate(params, mcfg, tasks, evaluate.EvalConfig(
-      ttt=tcfg, group_size=_GROUP.value, colour_views=_COLOURS.value),
+      ttt=tcfg, group_size=_GROUP.value, colour_views=_COLOURS.value, fixed_shapes=_FIXED.value),
       log=lambda s: print(s, flush=True))
   res.update(checkpoint=ckpt, step=state["step"], tokens_seen=state["tokens_seen"], task_set=_TASKS.value,
-             ttt_steps=_STEPS.value if tcfg else 0)
+             ttt_steps=_STEPS.value if tcfg else 0, attention_impl=mcfg.attention_impl)
   print(f"pass@2 {res['pass2']}/{res['tasks']}  test-output NLL {res['test_nll']:.3f}/token  "
         f"token acc {res['test_token_acc']:.3f}  {res['seconds_per_task']} s/task")
   if _OUT.value:

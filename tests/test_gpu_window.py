@@ -25,7 +25,7 @@ def test_window_runs_every_phase_on_its_deadline_and_returns_within_limits(tmp_p
   out = str(tmp_path / "OUT")
   win = gpu_window.Window(out, clock=Ticks())
   res = gpu_window.run_window(win, rehearsal=True, train_end_s=400, eval_end_s=2000, end_s=2500,
-                              ttt_steps=2, tokens_per_batch=512, tasks="fresh:train:2",
+                              ttt_steps=(2, 3), tokens_per_batch=512, tasks="fresh:train:2",
                               bench=("full", "nonexistent"))
   ph = res["phases"]
   assert [ph[p]["status"] for p in ("check", "train", "eval", "bench")] == ["done"] * 4, ph
@@ -34,6 +34,7 @@ def test_window_runs_every_phase_on_its_deadline_and_returns_within_limits(tmp_p
   assert ph["train"]["step"] >= 1 and ph["train"]["tokens_seen"] > 0
   for name, deadline in (("check", 400), ("train", 400), ("eval", 2000)):
     assert ph[name]["started_s"] < deadline
+  assert set(ph["eval"]) == {"none", "embed_2", "embed_3"}  # one arm per TTT step count
   assert ph["eval"]["none"]["tasks"] + ph["eval"]["none"]["unfinished"] == 2
   assert ph["bench"]["full"]["status"] == "done", ph["bench"]["full"]  # the smoke preset, one process
   assert ph["bench"]["nonexistent"]["status"].startswith("failed")  # recorded; the phase goes on

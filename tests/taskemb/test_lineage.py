@@ -24,3 +24,12 @@ def test_the_committed_lineage_matches_the_cpu_preset():
                                   pretrain.optim.make_direction(pretrain.optim_config(cfg)).init(params))
   assert opt is not None
   assert state["tokens_seen"] > 0 and state["step"] > 0 and state["hours"]
+
+
+def test_the_eval_binary_parses_its_flags():
+  import subprocess
+  import sys
+  r = subprocess.run([sys.executable, "-m", "experiments.taskemb_eval", "--helpshort"], capture_output=True,
+                     text=True, timeout=120)
+  out = r.stdout + r.stderr
+  assert "Traceback" not in out and "--attention_impl" in out and "fixed_shapes" in out, out[-2000:]

@@ -183,3 +183,30 @@ def test_fixed_shape_evaluation_gives_the_same_records():
     assert (a["parsed"], a["pass2"], a["views"]) == (b["parsed"], b["pass2"], b["views"])
     np.testing.assert_allclose(b["test_nll"], a["test_nll"], rtol=1e-5)
     np.testing.assert_allclose(b["test_token_acc"], a["test_token_acc"], rtol=1e-6)
+
+
+def test_joint_ttt_of_one_task_with_a_frozen_base_equals_task_vector_ttt():
+  params = model.init_params(MCFG, 4, jax.random.key(7))
+  t = _task(50)
+  kw = dict(steps=3, rows=2, learning_rate=1e-2, buckets=(32, 64), adam_eps=1e-3)
+  alone, _ = ttt.train_group(params, MCFG, [t], ttt.TTTConfig(mode="embed", **kw))
+  base, joint, _ = ttt.train_joint(params, MCFG, [t], ttt.TTTConfig(mode="joint", base_learning_rate=0.0, **kw))
+  np.testing.assert_allclose(np.asarray(joint[0]["task"]), np.asarray(alone[0]["task"]), rtol=1e-4, atol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), base, params["base"])
+  assert float(jnp.max(jnp.abs(joint[0]["task"] - ttt.initial_vector(params)))) > 1e-3
+
+
+def test_joint_ttt_shares_the_base_and_gives_each_task_its_vector_and_evaluates():
+  from ttt_jax.taskemb import evaluate
+  params = model.init_params(MCFG, 4, jax.random.key(8))
+  tasks = [_task(60), _task(61, n=2)]
+  tcfg = ttt.TTTConfig(mode="joint", steps=2, rows=2, buckets=(32, 64), base_learning_rate=1e-3)
+  base, states, loss = ttt.train_joint(params, MCFG, tasks, tcfg)
+  assert np.isfinite(loss) and len(states) == 2
+  assert float(jnp.max(jnp.abs(states[0]["task"] - states[1]["task"]))) > 0  # one vector per task
+  assert any(float(jnp.max(jnp.abs(a - b))) > 0 for a, b in zip(jax.tree.leaves(base), jax.tree.leaves(params["base"])))
+  with pytest.raises(ValueError, match="train_joint"):
+    ttt.train_group(params, MCFG, tasks, tcfg)
+  res = evaluate.evaluate(params, MCFG, tasks, evaluate.EvalConfig(ttt=tcfg, group_size=2, max_answer=24),
+                          log=lambda s: None)
+  assert res["mode"] == "joint" and res["tasks"] == 2 and all(np.isfinite(r["test_nll"]) for r in res["records"])

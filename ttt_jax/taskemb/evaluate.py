@@ -112,6 +112,12 @@ def evaluate(params: dict, mcfg: ModelConfig, tasks: Sequence[Task], ecfg: EvalC
   records, t0 = [], time.time()
   mode = ecfg.ttt.mode if ecfg.ttt else "none"
   unfinished = 0
+  joint_states, joint_seconds = None, 0.0
+  if mode == "joint":  # one run over every task's demonstrations; groups then only decode
+    t_j = time.time()
+    base, joint_states, joint_loss = ttt.train_joint(params, mcfg, tasks, ecfg.ttt)
+    params, joint_seconds = dict(params, base=base), time.time() - t_j
+    log(f"  joint TTT over {len(tasks)} tasks: {joint_seconds:.0f} s, final loss {joint_loss:.3f}")
   for g0 in range(0, len(tasks), ecfg.group_size):
     if deadline is not None and clock() >= deadline:
       unfinished = len(tasks) - g0
@@ -119,7 +125,9 @@ def evaluate(params: dict, mcfg: ModelConfig, tasks: Sequence[Task], ecfg: EvalC
       break
     group = list(tasks[g0:g0 + ecfg.group_size])
     t_g = time.time()
-    if ecfg.ttt is not None:
+    if joint_states is not None:
+      states, losses = joint_states[g0:g0 + len(group)], [float("nan")] * len(group)
+    elif ecfg.ttt is not None:
       states, losses = ttt.train_group(params, mcfg, group, ecfg.ttt,
                                        task_indices=range(g0, g0 + len(group)),
                                        num_slots=ecfg.group_size)
@@ -160,4 +168,5 @@ def evaluate(params: dict, mcfg: ModelConfig, tasks: Sequence[Task], ecfg: EvalC
           "test_nll": float(np.mean([r["test_nll"] for r in finite])) if finite else None,
           "test_token_acc": float(np.mean([r["test_token_acc"] for r in finite])) if finite else None,
           "seconds": round(time.time() - t0, 1), "seconds_per_task": round((time.time() - t0) / max(n, 1), 1),
+          "joint_ttt_seconds": round(joint_seconds, 1),
           "records": records}

@@ -8,6 +8,9 @@ same objective as pretraining. Modes:
   still back-propagates through the whole network.
 * ``lora``: the task vector and a LoRA adapter.
 * ``full``: the task vector and every base weight (VARC's and TRM's choice at small size).
+* ``joint``: every test task's demonstrations in one run: one shared copy of the base weights
+  and each task its own vector (the paper's "one adapter for all tasks" ablation in this
+  format, and mdlARC's transductive setting). ``train_joint``, not ``train_group``.
 
 Many tasks train at once: ``jax.vmap`` of one step over tasks' states and batches, the base
 broadcast (``full`` carries a base copy per task). Batches are pure functions of (seed, task,
@@ -31,7 +34,7 @@ from ttt_jax.model import lora as lora_lib
 from ttt_jax.model.config import ModelConfig
 from ttt_jax.taskemb import data, model
 
-MODES = ("embed", "lora", "full")
+MODES = ("embed", "lora", "full", "joint")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +78,7 @@ def init_trainable(params: dict, mcfg: ModelConfig, tcfg: TTTConfig, key: jax.Ar
 
 def _optimizer(tcfg: TTTConfig) -> optax.GradientTransformation:
   adam = lambda lr: optax.adam(lr, eps=tcfg.adam_eps)
-  if tcfg.mode != "full":
+  if tcfg.mode not in ("full", "joint"):
     return adam(tcfg.learning_rate)
   labels = lambda t: {k: ("base" if k == "base" else "fast") for k in t}
   return optax.multi_transform({"fast": adam(tcfg.learning_rate),
@@ -153,6 +156,8 @@ def train_group(params: dict, mcfg: ModelConfig, tasks: Sequence[Task], tcfg: TT
   ``task_indices`` seed each task's batches (default: position in ``tasks``); ``num_slots``
   pads the group with empty tasks so one compiled program serves groups of any size.
   """
+  if tcfg.mode == "joint":
+    raise ValueError("joint TTT trains every task in one run with shared weights: use train_joint")
   idx = list(range(len(tasks))) if task_indices is None else list(task_indices)
   pair_sets = [demo_pairs(t, max_tokens) for t in tasks]
   K = max(len(tasks), num_slots or 0)
@@ -171,3 +176,46 @@ def train_group(params: dict, mcfg: ModelConfig, tasks: Sequence[Task], tcfg: TT
     tr_K, opt_K, loss_K = vstep(tr_K, opt_K, params, batch_K)
   states = [jax.tree.map(lambda x, k=k: x[k], tr_K) for k in range(len(tasks))]
   return states, [float(x) for x in np.asarray(loss_K)[:len(tasks)]]
+
+
+@functools.lru_cache(maxsize=4)
+def _compiled_joint_step(mcfg: ModelConfig, tcfg: TTTConfig):
+  """``step(trainable, opt_state, aug_table, batch, task_B)``: shared base, a vector per task."""
+  opt = _optimizer(tcfg)
+
+  def loss_fn(tr, aug_table, batch, task_B):
+    s, w, _ = model.loss_sums(tr["base"], None, jnp.take(tr["task"], task_B, axis=0), aug_table, batch,
+                              cfg=mcfg)
+    return s / jnp.maximum(w, 1.0)
+
+  def step(tr, opt_state, aug_table, batch, task_B):
+    loss, g = jax.value_and_grad(loss_fn)(tr, aug_table, batch, task_B)
+    updates, opt_state = opt.update(g, opt_state, tr)
+    return optax.apply_updates(tr, updates), opt_state, loss
+
+  return jax.jit(step), opt
+
+
+def train_joint(params: dict, mcfg: ModelConfig, tasks: Sequence[Task], tcfg: TTTConfig,
+                max_tokens: int = 513) -> tuple[dict, list[dict], float]:
+  """Joint (transductive) TTT: all tasks' demonstrations in one run, the base weights shared.
+
+  Step ``s`` holds every task's ``task_batch`` rows (the same rows ``train_group`` would give
+  it), one token-mean loss over them all. Returns (the trained base, per-task states
+  ``{"task": D}``, the final loss); decode with ``dict(params, base=base)``.
+  """
+  if tcfg.mode != "joint":
+    raise ValueError(f"train_joint needs mode='joint', got {tcfg.mode!r}")
+  pair_sets = [demo_pairs(t, max_tokens) for t in tasks]
+  length = group_length(pair_sets, tcfg.buckets)
+  step, opt = _compiled_joint_step(mcfg, tcfg)
+  tr = {"base": params["base"], "task": jnp.tile(initial_vector(params)[None], (len(tasks), 1))}
+  opt_state = opt.init(tr)
+  loss = jnp.zeros(())
+  for s in range(tcfg.steps):
+    batches = [task_batch(pair_sets[k], tcfg, k, s, length) for k in range(len(tasks))]
+    batch = jax.tree.map(lambda *x: np.concatenate(x), *batches)
+    task_B = np.repeat(np.arange(len(tasks), dtype=np.int32), tcfg.rows)
+    tr, opt_state, loss = step(tr, opt_state, params["aug"], batch, task_B)
+  return tr["base"], [{"task": tr["task"][k]} for k in range(len(tasks))], float(loss)
+
