@@ -34,7 +34,7 @@ def test_window_runs_every_phase_on_its_deadline_and_returns_within_limits(tmp_p
   assert ph["train"]["step"] >= 1 and ph["train"]["tokens_seen"] > 0
   for name, deadline in (("check", 400), ("train", 400), ("eval", 2000)):
     assert ph[name]["started_s"] < deadline
-  assert set(ph["eval"]) == {"none", "embed_2", "embed_3"}  # one arm per TTT step count
+  assert {"none", "embed_2", "embed_3"} <= set(ph["eval"])  # one arm per TTT step count
   assert ph["eval"]["none"]["tasks"] + ph["eval"]["none"]["unfinished"] == 2
   assert ph["bench"]["full"]["status"] == "done", ph["bench"]["full"]  # the smoke preset, one process
   assert ph["bench"]["nonexistent"]["status"].startswith("failed")  # recorded; the phase goes on

@@ -141,6 +141,11 @@ def make_step(mcfg: ModelConfig, tcfg: TTTConfig):
   return step, opt
 
 
+def _program_key(tcfg: TTTConfig) -> TTTConfig:
+  """The fields a compiled step depends on: runs of other lengths or seeds share one program."""
+  return tcfg.replace(steps=0, seed=0)
+
+
 @functools.lru_cache(maxsize=8)
 def _compiled_step(mcfg: ModelConfig, tcfg: TTTConfig):
   """One jitted, vmapped step per (model, TTT config): groups of one shape compile once."""
@@ -164,7 +169,7 @@ def train_group(params: dict, mcfg: ModelConfig, tasks: Sequence[Task], tcfg: TT
   pair_sets += [()] * (K - len(tasks))
   idx += [-1] * (K - len(tasks))
   length = group_length(pair_sets, tcfg.buckets)
-  vstep, opt = _compiled_step(mcfg, tcfg)
+  vstep, opt = _compiled_step(mcfg, _program_key(tcfg))
   trs = [init_trainable(params, mcfg, tcfg, jax.random.fold_in(jax.random.key(tcfg.seed), max(i, 0)))
          for i in idx]
   tr_K = jax.tree.map(lambda *x: jnp.stack(x), *trs)
@@ -208,7 +213,7 @@ def train_joint(params: dict, mcfg: ModelConfig, tasks: Sequence[Task], tcfg: TT
     raise ValueError(f"train_joint needs mode='joint', got {tcfg.mode!r}")
   pair_sets = [demo_pairs(t, max_tokens) for t in tasks]
   length = group_length(pair_sets, tcfg.buckets)
-  step, opt = _compiled_joint_step(mcfg, tcfg)
+  step, opt = _compiled_joint_step(mcfg, _program_key(tcfg))
   tr = {"base": params["base"], "task": jnp.tile(initial_vector(params)[None], (len(tasks), 1))}
   opt_state = opt.init(tr)
   loss = jnp.zeros(())
