@@ -9,7 +9,9 @@ full: 12 x layers x B x T^2 x q_dim) and its ratio to that rate (issue 28's figu
   python -m experiments.train_throughput --sizes=128x4 --shapes=16x512,4x2048
 
 ``--attention=xla,blocked`` compares the explicit-mask attention with the blocked form that
-skips the masked upper triangle (the model FLOPs count full attention for both).
+skips the masked upper triangle (the model FLOPs count full attention for both). ``--decode``
+then times greedy decoding of the first size and states its model FLOP/s against the same
+matmul rate (2 x matmul params per token plus attention over the live cache).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 from absl import app, flags
 
 from ttt_jax.data import batching, tokens
-from ttt_jax.model import config, transformer
+from ttt_jax.model import config, decode, transformer
 from ttt_jax.train import optim, steps
 
 _SIZES = flags.DEFINE_list("sizes", ["64x2", "128x4", "192x4", "256x6"], "DIMxLAYERS per model")
@@ -32,6 +34,7 @@ _SHAPES = flags.DEFINE_list("shapes", ["8x1024", "16x512"], "BATCHxTOKENS per st
 _DTYPES = flags.DEFINE_list("dtypes", ["float32"], "compute dtypes to compare")
 _GRID = flags.DEFINE_bool("grid_positions", True, "use the grid-aware position option")
 _ATTENTION = flags.DEFINE_list("attention", ["xla", "blocked"], "attention_impl values to compare")
+_DECODE = flags.DEFINE_string("decode", "64x128+256", "greedy decode of the first size: ROWSxPROMPT+NEW ('' skips)")
 _ITERS = flags.DEFINE_integer("iters", 5, "timed steps per cell")
 
 
@@ -100,16 +103,37 @@ def measure(mcfg: config.ModelConfig, batch: int, length: int, iters: int) -> di
           "gflops": step_flops(mcfg, batch, length) / sec / 1e9}
 
 
+def decode_flops_per_token(mcfg: config.ModelConfig, context: float) -> float:
+  """FLOPs of one decoded token: 2 x matmul params + scores and values over ``context`` slots."""
+  d = mcfg.dim
+  per_layer = d * (mcfg.q_dim + 2 * mcfg.kv_dim) + mcfg.q_dim * d + 3 * d * mcfg.ffn_dim
+  return 2.0 * (mcfg.n_layers * per_layer + d * mcfg.vocab_size) + 4.0 * mcfg.n_layers * context * mcfg.q_dim
+
+
+def measure_decode(mcfg: config.ModelConfig, rows: int, prompt: int, new: int, iters: int) -> dict:
+  """Median seconds of ``decode.generate`` (prefill included) producing exactly ``new`` tokens a row."""
+  params = transformer.init_params(mcfg, jax.random.key(0))
+  toks = np.random.default_rng(1).integers(0, tokens.VOCAB_SIZE, (rows, prompt)).astype(np.int32)
+  mask = np.ones((rows, prompt), bool)
+  run = lambda: decode.generate(params, None, toks, mask, cfg=mcfg, max_new_tokens=new, eos_id=-1,
+                                pad_id=tokens.PAD)  # an EOS id no token has: every row runs to the end
+  jax.block_until_ready(run())
+  times = []
+  for _ in range(iters):
+    t0 = time.perf_counter()
+    jax.block_until_ready(run())
+    times.append(time.perf_counter() - t0)
+  sec = statistics.median(times)
+  flops = rows * (new * decode_flops_per_token(mcfg, prompt + new / 2) + prompt * decode_flops_per_token(mcfg, prompt / 2))
+  return {"s": sec, "tok_s": rows * new / sec, "gflops": flops / sec / 1e9}
+
+
 def main(argv):
   del argv
-  rates = matmul_rate(_ITERS.value)
+  first = matmul_rate(_ITERS.value)
   print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()} (JAX {jax.__version__}, "
         f"backend {jax.default_backend()})")
-  print("matmul rate (jitted float32 a @ b, GFLOP/s): " +
-        ", ".join(f"{k} {v:.0f}" for k, v in rates.items()))
-  ref = rates["8192x128x384"]  # the shape of the 128-wide model's projections
-  print("| model | params | dtype | attention | batch x tokens | step (s) | tokens/s | model GFLOP/s | of matmul rate |")
-  print("|---|---|---|---|---|---|---|---|---|")
+  rows = []
   for size in _SIZES.value:
     dim, layers = map(int, size.split("x"))
     for dtype in _DTYPES.value:
@@ -117,9 +141,31 @@ def main(argv):
         b, t = map(int, shape.split("x"))
         for attention in _ATTENTION.value:
           r = measure(model_config(dim, layers, dtype, _GRID.value, attention), b, t, _ITERS.value)
-          print(f"| {dim}x{layers} | {r['params'] / 1e6:.2f}M | {dtype} | {attention} | {b} x {t} | "
-                f"{r['step_s']:.2f} | {r['tok_s']:.0f} | {r['gflops']:.1f} | {r['gflops'] / ref:.0%} |",
-                flush=True)
+          rows.append((f"| {dim}x{layers} | {r['params'] / 1e6:.2f}M | {dtype} | {attention} | {b} x {t} | "
+                       f"{r['step_s']:.2f} | {r['tok_s']:.0f} | {r['gflops']:.1f} |", r["gflops"]))
+          print(f"measured {rows[-1][0]}", flush=True)
+  dec = None
+  if _DECODE.value:
+    n_rows, rest = _DECODE.value.split("x")
+    prompt, new = map(int, rest.split("+"))
+    dim, layers = map(int, _SIZES.value[0].split("x"))
+    dec = (dim, layers, n_rows, prompt, new,
+           measure_decode(model_config(dim, layers, "float32", _GRID.value), int(n_rows), prompt, new, _ITERS.value))
+  last = matmul_rate(_ITERS.value)  # this machine's rate drifts: the reference is the better reading
+  for name, rates in (("start", first), ("end", last)):
+    print(f"matmul rate at the {name} (jitted float32 a @ b, GFLOP/s): " +
+          ", ".join(f"{k} {v:.0f}" for k, v in rates.items()))
+  ref = max(first["8192x128x384"], last["8192x128x384"])  # the 128-wide model's projection shape
+  print(f"reference: {ref:.0f} GFLOP/s (8192x128x384, the better of the two readings)")
+  print("| model | params | dtype | attention | batch x tokens | step (s) | tokens/s | model GFLOP/s | of matmul rate |")
+  print("|---|---|---|---|---|---|---|---|---|")
+  for line, gflops in rows:
+    print(f"{line} {gflops / ref:.0%} |")
+  if dec:
+    dim, layers, n_rows, prompt, new, r = dec
+    print(f"decode {dim}x{layers}, {n_rows} rows x ({prompt} prompt + {new} new), greedy, float32: "
+          f"{r['s']:.2f} s, {r['tok_s']:.0f} new tokens/s, {r['gflops']:.1f} model GFLOP/s "
+          f"= {r['gflops'] / ref:.0%} of the matmul rate (the FLOP bound; prefill counted)", flush=True)
 
 
 if __name__ == "__main__":

@@ -16,3 +16,17 @@ def test_step_flops_counts_every_matmul_weight_and_the_attention():
   matmul = sum(int(np.prod(v.shape)) for k, v in flat.items() if k.endswith("kernel") or k == "lm_head")
   attention = 12 * cfg.n_layers * 3 * 50 * 50 * cfg.q_dim
   assert train_throughput.step_flops(cfg, 3, 50) == 6 * matmul * 3 * 50 + attention
+
+
+def test_decode_flops_count_every_matmul_weight_once_and_the_live_cache():
+  cfg = train_throughput.model_config(64, 2, "float32", True)
+  params = jax.eval_shape(lambda: transformer.init_params(cfg, jax.random.key(0)))
+  flat = store.flatten(params)
+  matmul = sum(int(np.prod(v.shape)) for k, v in flat.items() if k.endswith("kernel") or k == "lm_head")
+  assert train_throughput.decode_flops_per_token(cfg, 100) == 2 * matmul + 4 * cfg.n_layers * 100 * cfg.q_dim
+
+
+def test_decode_measurement_runs():
+  cfg = train_throughput.model_config(64, 2, "float32", True)
+  r = train_throughput.measure_decode(cfg, rows=2, prompt=8, new=4, iters=1)
+  assert r["s"] > 0 and r["tok_s"] > 0 and r["gflops"] > 0
