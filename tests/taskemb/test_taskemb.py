@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 
 import jax
 import jax.numpy as jnp
@@ -132,9 +133,11 @@ def test_pretraining_resumes_to_the_same_state_and_counts_tokens(tmp_path):
   b = checkpoint.load_params(str(tmp_path / "b" / "checkpoint"))
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7), a, b)
   # a checkpoint continues into a new out_dir (the committed lineage), and a changed pool is refused
+  state_path = tmp_path / "a" / "checkpoint" / checkpoint.STATE_JSON  # a hand-written note, kept onwards
+  state_path.write_text(json.dumps(dict(json.loads(state_path.read_text()), notes=["a hand-written note"])))
   more = pretrain.run(cfg.replace(out_dir=str(tmp_path / "c"), init_from=str(tmp_path / "a" / "checkpoint"),
                                   steps=8), pool=pool, log=logs.append)
-  assert more["step"] == 8 and len(more["runs"]) == 2
+  assert more["step"] == 8 and len(more["runs"]) == 2 and more["notes"] == ["a hand-written note"]
   with pytest.raises(ValueError, match="pool"):
     pretrain.run(cfg.replace(out_dir=str(tmp_path / "d"), init_from=str(tmp_path / "a" / "checkpoint")),
                  pool=data.pool_from_tasks([_task(s) for s in range(4)], max_tokens=65), log=logs.append)

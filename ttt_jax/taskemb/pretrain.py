@@ -180,6 +180,8 @@ def run(cfg: PretrainConfig, *, pool: Optional[data.Pool] = None, clock=time.mon
            "runs": list(ledger.get("runs", [])) + [{"device": _device(cfg), "steps": s - step0,
                                                       "tokens": run_tokens,
                                                       "seconds": round(now - t_start, 1)}]}
+    if ledger.get("notes"):  # hand-written provenance (e.g. a recount) stays with the lineage
+      out["notes"] = list(ledger["notes"])
     checkpoint.save(ckpt_dir, state.trainable, state.opt_state, out)
     return out
 
