@@ -24,8 +24,8 @@ import sys
 import warnings
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
+from experiments import cli
 from experiments.bench import decode, full, harness, lora, models, multitask, pipeline, report
 
 # Run order (decode before the training measurements claim memory); tables print in report order.
@@ -68,7 +68,7 @@ def run_benchmarks(cfg, command: str = "") -> list[dict]:
 
 def _define_flags():
   """Flags exist only when run as a binary, so importing ``run_benchmarks`` defines none."""
-  config_flags.DEFINE_config_file(
+  cli.define_config_file(
       "config", os.path.join(os.path.dirname(__file__), "configs", "benchmark.py") + ":gpu",
       "Benchmark config file (and preset after ':').")
   flags.DEFINE_string("profile_dir", None, "Write a jax.profiler trace of one measurement here.")
@@ -90,4 +90,4 @@ def main(argv):
 
 if __name__ == "__main__":
   _define_flags()
-  app.run(main)
+  cli.run(main)

@@ -10,9 +10,10 @@ Rerunning with the same ``out_dir`` resumes from the latest checkpoint.
 import os
 
 from absl import app
-from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
+from experiments import cli
+
+_CONFIG = cli.define_config_file(
     "config", os.path.join(os.path.dirname(__file__), "configs", "finetune.py") + ":quick",
     "Fine-tuning config file (and preset after ':').")
 
@@ -30,4 +31,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -12,9 +12,10 @@ report.html to --config.out_dir; a rerun with the same out_dir reuses finished w
 import os
 
 from absl import app
-from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
+from experiments import cli
+
+_CONFIG = cli.define_config_file(
     "config", os.path.join(os.path.dirname(__file__), "configs", "pipeline.py"),
     "Pipeline config file (and preset after ':').")
 
@@ -27,4 +28,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

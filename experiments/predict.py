@@ -11,9 +11,10 @@ pipeline (submission.json, candidates.json, scores.json, report.html, ...).
 import os
 
 from absl import app
-from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
+from experiments import cli
+
+_CONFIG = cli.define_config_file(
     "config", os.path.join(os.path.dirname(__file__), "configs", "pipeline.py") + ":no_ttt",
     "Pipeline config file; TTT is always off here.")
 
@@ -28,4 +29,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

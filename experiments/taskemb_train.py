@@ -10,9 +10,10 @@ starts fresh. SIGTERM stops after the current step with a checkpoint.
 import os
 
 from absl import app
-from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
+from experiments import cli
+
+_CONFIG = cli.define_config_file(
     "config", os.path.join(os.path.dirname(__file__), "configs", "taskemb.py") + ":cpu",
     "Task-embedding pretraining config (and preset after ':').")
 
@@ -29,4 +30,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -16,9 +16,10 @@ tasks already done.
 import os
 
 from absl import app
-from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file(
+from experiments import cli
+
+_CONFIG = cli.define_config_file(
     "config", os.path.join(os.path.dirname(__file__), "configs", "ttt.py") + ":quick",
     "TTT config file (and preset after ':').")
 
@@ -37,4 +38,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -1,0 +1,63 @@
+"""One entry point for the config binaries: flag and config-field mistakes in one line, exit 2.
+
+A misspelled ``--config.ttt.lora_rnak=8`` otherwise surfaces as dozens of lines of chained
+tracebacks from inside ml_collections, with its "did you mean" hint escaped and buried.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from typing import Callable, NoReturn
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_HINT = re.compile(r'Did you mean "([^"]+)" instead of "([^"]+)"\?')
+
+
+def describe(error: BaseException) -> str:
+  """One line for a flag-parsing error, keeping ml_collections' "did you mean" hint."""
+  text = str(error)
+  if "\\n" in text:  # ml_collections' AttributeError holds the repr of its message
+    text = text.encode().decode("unicode_escape")
+  m = _HINT.search(text)
+  if m:
+    return f"no config field {m.group(2)!r} (did you mean {m.group(1)!r}?)"
+  lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+  last = lines[-1] if lines else type(error).__name__
+  name = last.strip("'\"")
+  if isinstance(error, (AttributeError, KeyError)) and name.isidentifier():
+    return f"no config field {name!r}"
+  return last
+
+
+def _parse(argv: list[str]) -> list[str]:
+  try:
+    rest = flags.FLAGS(argv)
+    if "config" in flags.FLAGS:  # a config file without --config on the command line loads lazily
+      getattr(flags.FLAGS, "config")
+    return rest
+  except Exception as e:  # pylint: disable=broad-except  # any mistake in a flag or a config field
+    _usage_error(argv[0], describe(e))
+
+
+def _usage_error(prog: str, message: str) -> NoReturn:
+  sys.stderr.write(f"{os.path.basename(prog)}: {message}\n(--helpfull lists the flags; config fields "
+                   f"are in the --config file's get_config)\n")
+  sys.exit(2)
+
+
+def define_config_file(name: str, default: str, help_string: str):
+  """``config_flags.DEFINE_config_file``; with the default file, ml_collections applies the
+  command line's ``--config.*`` overrides right here, so their mistakes are reported here too."""
+  try:
+    return config_flags.DEFINE_config_file(name, default, help_string)
+  except Exception as e:  # pylint: disable=broad-except
+    _usage_error(sys.argv[0], describe(e))
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+  """``absl.app.run`` whose flag parsing reports mistakes in one or two lines with exit code 2."""
+  app.run(main, flags_parser=_parse)

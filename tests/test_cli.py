@@ -1,0 +1,35 @@
+"""Config binaries report a mistaken flag or config field in one or two lines, exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from experiments import cli
+
+
+def _run(*args):
+  r = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=120)
+  return r.returncode, [ln for ln in r.stderr.splitlines() if not ln.startswith(("I1", "W1"))]
+
+
+@pytest.mark.parametrize("args,expect", [
+    # a field given with an explicit --config (parsed with the flags)
+    (("experiments.taskemb_train", "--config=experiments/configs/taskemb.py:quick", "--config.max_minuts=1"),
+     "no config field 'max_minuts' (did you mean 'max_minutes'?)"),
+    # the default config file: ml_collections applies overrides when the flag is defined
+    (("experiments.pipeline", "--config.ttt.lora_rnak=8"), "no config field 'lora_rnak' (did you mean 'lora_rank'?)"),
+    (("experiments.taskemb_train", "--config.steps=abc"), "invalid literal for int()"),
+])
+def test_a_mistake_is_one_line_with_its_hint_and_exit_code_2(args, expect):
+  rc, err = _run(*args)
+  assert rc == 2 and len(err) <= 2 and expect in err[0], err
+
+
+def test_describe_keeps_the_hint_and_names_a_bare_field():
+  escaped = AttributeError('\'rnk\'\nDid you mean "rank" instead of "rnk"?')
+  assert cli.describe(escaped) == "no config field 'rnk' (did you mean 'rank'?)"
+  assert cli.describe(KeyError("'nn'")) == "no config field 'nn'"
+  assert cli.describe(ValueError("line one\nthe reason")) == "the reason"
