@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import Callable, NoReturn
+from typing import Any, Callable, NoReturn
 
 from absl import app, flags
 from ml_collections import config_flags
 
 _HINT = re.compile(r'Did you mean "([^"]+)" instead of "([^"]+)"\?')
+_SHOW = flags.DEFINE_bool("show_config", False, "print every field of the --config preset with its value "
+                          "(overrides applied) and exit; the config file's comments say what each means")
 
 
 def describe(error: BaseException) -> str:
@@ -58,6 +60,30 @@ def define_config_file(name: str, default: str, help_string: str):
     _usage_error(sys.argv[0], describe(e))
 
 
+def config_lines(cfg: Any, prefix: str = "--config.") -> list[str]:
+  """``--config.a.b=value`` for every leaf field of a ConfigDict (the form an override takes)."""
+  out = []
+  for key in sorted(cfg.keys()):
+    value = cfg[key]
+    if hasattr(value, "keys") and hasattr(value, "items"):
+      out += config_lines(value, f"{prefix}{key}.")
+    else:
+      text = ",".join(map(str, value)) if isinstance(value, (tuple, list)) else value
+      out.append(f"{prefix}{key}={text}")
+  return out
+
+
+def _show_or(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
+  def wrapped(argv: list[str]) -> None:
+    if _SHOW.value and "config" in flags.FLAGS:
+      print(f"# {flags.FLAGS['config'].config_filename}")  # pylint: disable=unsubscriptable-object
+      print("\n".join(config_lines(flags.FLAGS.config)))
+      return
+    main(argv)
+  return wrapped
+
+
 def run(main: Callable[[list[str]], None]) -> None:
-  """``absl.app.run`` whose flag parsing reports mistakes in one or two lines with exit code 2."""
-  app.run(main, flags_parser=_parse)
+  """``absl.app.run`` whose flag parsing reports mistakes in one or two lines with exit code 2;
+  ``--show_config`` lists the config's fields instead of running."""
+  app.run(_show_or(main), flags_parser=_parse)

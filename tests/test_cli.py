@@ -33,3 +33,13 @@ def test_describe_keeps_the_hint_and_names_a_bare_field():
   assert cli.describe(escaped) == "no config field 'rnk' (did you mean 'rank'?)"
   assert cli.describe(KeyError("'nn'")) == "no config field 'nn'"
   assert cli.describe(ValueError("line one\nthe reason")) == "the reason"
+
+
+def test_show_config_lists_every_field_as_an_override_with_overrides_applied():
+  r = subprocess.run([sys.executable, "-m", "experiments.taskemb_train", "--config=experiments/configs/taskemb.py:quick",
+                      "--config.steps=3", "--show_config"], capture_output=True, text=True, timeout=120)
+  lines = r.stdout.splitlines()
+  assert r.returncode == 0 and lines[0] == "# experiments/configs/taskemb.py:quick"
+  assert "--config.steps=3" in lines and "--config.buckets=64,128,256" in lines
+  from experiments.configs import taskemb
+  assert len(lines) - 1 == len(cli.config_lines(taskemb.get_config("quick")))  # every field, nothing run
