@@ -26,7 +26,6 @@ ckpt/state.json: 6 files, at most one folder deep, each under 16 MiB.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -38,6 +37,8 @@ from typing import Any, Callable, Optional
 
 from absl import app
 from absl import flags
+
+from ttt_jax import atomic_json
 
 # The benchmark processes of the last phase need the GPU memory this process does not use.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -86,10 +87,7 @@ class Window:
   def secure(self) -> None:
     """Writes window.json atomically (what finished so far)."""
     self.result["elapsed_s"] = round(self.elapsed(), 1)
-    tmp = os.path.join(self.out, "window.json.tmp")
-    with open(tmp, "w") as f:
-      json.dump(self.result, f, indent=1, default=str)
-    os.replace(tmp, os.path.join(self.out, "window.json"))
+    atomic_json.write_json(os.path.join(self.out, "window.json"), self.result, indent=1, default=str)
 
   def phase(self, name: str, fn: Callable[[], dict], deadline_s: float) -> Optional[dict]:
     """Runs a phase unless its deadline has passed; records its figures or its error."""

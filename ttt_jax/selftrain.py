@@ -28,7 +28,8 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 from absl import logging
 
-from ttt_jax.arc.task import Grid, Pair, Task
+from ttt_jax import atomic_json
+from ttt_jax.arc.task import Grid, Pair, Task, grids_equal
 from ttt_jax.data import loo, tokens
 from ttt_jax.infer import selection
 
@@ -60,8 +61,7 @@ def pseudo_label(record: dict, rule: ConfidenceRule, method: str = "vote") -> Op
   top = order[0]
   total = sum(c["count"] for c in record.get("candidates", ()))
   votes = next((c["count"] for c in record["candidates"]
-                if np.asarray(c["grid"]).shape == np.asarray(top).shape
-                and np.array_equal(c["grid"], top)), 0) if total else 0
+                if grids_equal(c["grid"], top)), 0) if total else 0
   if total == 0 or votes / total < rule.min_vote_share:
     return None
   if rule.min_margin > 0:
@@ -148,7 +148,7 @@ def top_unchanged(before: Sequence[dict], after: Sequence[dict], method: str = "
     ta, tb = top(a), top(b)
     if (ta is None) != (tb is None):
       return False
-    if ta is not None and not (ta.shape == tb.shape and np.array_equal(ta, tb)):
+    if ta is not None and not grids_equal(ta, tb):
       return False
   return len(before) == len(after)
 
@@ -194,8 +194,7 @@ def _truth_match(task: Task, labels: dict[int, Grid]) -> Optional[int]:
   """How many pseudo-labels equal the true outputs (None without them): measured, never used."""
   if not task.has_test_outputs:
     return None
-  return sum(int(np.asarray(task.test[j].output).shape == np.asarray(g).shape
-                 and np.array_equal(task.test[j].output, g)) for j, g in labels.items())
+  return sum(int(grids_equal(task.test[j].output, g)) for j, g in labels.items())
 
 
 HISTORY_CANDIDATES = 8  # leading candidates kept per round in a record's "rounds" history
@@ -348,7 +347,7 @@ def run_rounds(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any],
           checkpoint.save_adapter(os.path.join(round_dir, "adapters"), tid, new_adapters[tid],
                                   {"task_id": tid, "status": "trained", "round": r})
       os.makedirs(os.path.dirname(_decision_path(round_dir, tid)), exist_ok=True)
-      _write_json(_decision_path(round_dir, tid), decision)
+      atomic_json.write_json(_decision_path(round_dir, tid), decision, indent=1)
     if task_parallel:  # every process's decisions are on disk before anyone reads them
       multihost.barrier(f"selftrain_round{r}")
     for tid in labels:
@@ -389,14 +388,9 @@ def run_rounds(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any],
     active = still
   if index == 0:
     os.makedirs(os.path.join(out_dir, SELFTRAIN), exist_ok=True)
-    _write_json(os.path.join(out_dir, SELFTRAIN, "rounds.json"), summaries)
+    atomic_json.write_json(os.path.join(out_dir, SELFTRAIN, "rounds.json"), summaries, indent=1)
   final = {tid: [dict(rec, rounds=history[tid][j]) for j, rec in enumerate(rs)]
            for tid, rs in records.items()}
   return final, summaries
 
 
-def _write_json(path: str, value: Any) -> None:
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(value, f, indent=1)
-  os.replace(tmp, path)

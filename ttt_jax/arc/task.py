@@ -145,5 +145,9 @@ def make_task(task_id: str, train: Sequence[tuple[Any, Any]],
   return task_from_json(obj, task_id)
 
 
-def grids_equal(a: Optional[Grid], b: Optional[Grid]) -> bool:
-  return a is not None and b is not None and a.shape == b.shape and bool(np.array_equal(a, b))
+def grids_equal(a: Optional[Any], b: Optional[Any]) -> bool:
+  """Same shape and cells; None equals nothing. Arrays or nested lists (grids read from JSON)."""
+  if a is None or b is None:
+    return False
+  a, b = np.asarray(a), np.asarray(b)
+  return a.shape == b.shape and bool(np.array_equal(a, b))

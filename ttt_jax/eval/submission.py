@@ -14,6 +14,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ttt_jax import atomic_json
 from ttt_jax.arc.task import TaskError, check_grid
 
 Attempts = tuple[np.ndarray, np.ndarray]
@@ -99,15 +100,7 @@ def write_submission(path: str, predictions: Mapping[str, Sequence[Sequence[Any]
   sub = normalise(predictions, expected_tests, source=path)
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
-  tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-  try:
-    with open(tmp, "w") as f:
-      json.dump(to_json(sub), f, separators=(",", ":"))
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  atomic_json.write_json(path, to_json(sub), separators=(",", ":"))
   return sub
 
 

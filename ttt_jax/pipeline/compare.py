@@ -27,7 +27,7 @@ COLUMNS = tuple(selection.METHODS) + ("pass@all",)
 
 
 def _same(a, b) -> bool:  # stored grids are nested lists
-  return grids_equal(np.asarray(a), np.asarray(b))
+  return grids_equal(a, b)
 
 
 def family(task_id: str) -> str:

@@ -16,14 +16,14 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ttt_jax.arc import splits
-from ttt_jax.arc.task import Task
+from ttt_jax.arc.task import Task, grids_equal
 from ttt_jax.eval import report, scoring, submission
 from ttt_jax.infer import selection
 
 
 def _count_and_score(record: dict, grid: Any) -> tuple[int, Optional[float]]:
   for c in record["candidates"]:
-    if np.array_equal(np.asarray(c["grid"]), np.asarray(grid)):
+    if grids_equal(c["grid"], grid):
       return c["count"], c.get("poe")
   return 0, None
 

@@ -17,7 +17,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from absl import logging
 
-from ttt_jax.arc.task import Task
+from ttt_jax import atomic_json
+from ttt_jax.arc.task import Task, grids_equal
 from ttt_jax.data import tokens as tokens_lib
 from ttt_jax.infer import predict, selection, views as views_lib
 from ttt_jax.pipeline import select_stage, ttt_stage
@@ -49,14 +50,6 @@ def _part_path(out_dir: str, task_id: str, test_index: int) -> str:
   return os.path.join(out_dir, PREDICTIONS, PARTS, f"{task_id.replace('/', '_')}.{test_index}.json")
 
 
-def _write_json_atomic(path: str, value: Any) -> None:
-  """Readers (a resumed run, another process) see the whole file or none of it."""
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(value, f)
-  os.replace(tmp, path)
-
-
 def spread(items: Sequence[Any], n: int) -> list[Any]:
   """``n`` items evenly spaced over ``items`` (all of them when ``n`` covers them): the views
   a search or a score uses span every transform and subset, not just the first few."""
@@ -85,8 +78,7 @@ def dfs_answers(params: Any, adapter: Any, views: Sequence[views_lib.View],
     g0 = greedy_by_view.get(id(v))
     for toks_N, _ in found:
       a = predict.answer_from_tokens(v, toks_N)
-      if a.grid is not None and not (g0 is not None and g0.shape == a.grid.shape
-                                     and np.array_equal(g0, a.grid)):
+      if a.grid is not None and not grids_equal(g0, a.grid):
         out.append(a)
   return out
 
@@ -148,7 +140,7 @@ def _assemble(out_dir: str, tasks: Sequence[Task], finished: set[str]) -> None:
     for p in parts:
       with open(p) as f:
         tests.append(json.load(f))
-    _write_json_atomic(_prediction_path(out_dir, t.task_id),
+    atomic_json.write_json(_prediction_path(out_dir, t.task_id),
                        {"task_id": t.task_id, "tests": tests})
     for p in parts:
       os.remove(p)
@@ -245,7 +237,7 @@ def predict_tasks(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any
         seconds["score"] = time.perf_counter() - t_score
       for (t, j, _), record in zip(part, records):
         if not done(t, j):
-          _write_json_atomic(_part_path(out_dir, t.task_id, j), record)
+          atomic_json.write_json(_part_path(out_dir, t.task_id, j), record)
       if timings is not None:
         for k, v in seconds.items():
           timings[f"predict_{k}"] = timings.get(f"predict_{k}", 0.0) + v

@@ -20,6 +20,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from ttt_jax import atomic_json
 from ttt_jax.model import store
 
 PyTree = Any
@@ -102,9 +103,7 @@ def save_adapter(directory: str, task_id: str, adapter: PyTree, meta: dict) -> N
   tmp = st_path + ".tmp"
   save_file(flat, tmp)
   os.replace(tmp, st_path)
-  with open(json_path + ".tmp", "w") as f:
-    json.dump(meta, f, indent=1, sort_keys=True)
-  os.replace(json_path + ".tmp", json_path)
+  atomic_json.write_json(json_path, meta, indent=1, sort_keys=True)
 
 
 def load_adapter(directory: str, task_id: str) -> tuple[dict, dict]:
