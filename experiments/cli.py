@@ -74,12 +74,18 @@ def config_lines(cfg: Any, prefix: str = "--config.") -> list[str]:
 
 
 def _show_or(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
+  """``main``, after ``--show_config``; a task set that names nothing is a one-line error."""
+  from ttt_jax.arc.io import TaskSetError  # pylint: disable=g-import-not-at-top
+
   def wrapped(argv: list[str]) -> None:
     if _SHOW.value and "config" in flags.FLAGS:
       print(f"# {flags.FLAGS['config'].config_filename}")  # pylint: disable=unsubscriptable-object
       print("\n".join(config_lines(flags.FLAGS.config)))
       return
-    main(argv)
+    try:
+      main(argv)
+    except TaskSetError as e:
+      _usage_error(argv[0], str(e))
   return wrapped
 
 

@@ -43,3 +43,10 @@ def test_show_config_lists_every_field_as_an_override_with_overrides_applied():
   assert "--config.steps=3" in lines and "--config.buckets=64,128,256" in lines
   from experiments.configs import taskemb
   assert len(lines) - 1 == len(cli.config_lines(taskemb.get_config("quick")))  # every field, nothing run
+
+
+def test_a_task_set_that_names_nothing_is_one_line_and_leaves_no_out_dir(tmp_path):
+  out = tmp_path / "run"
+  rc, err = _run("experiments.pipeline", "--config.tasks=/nonexistent/tasks.json", f"--config.out_dir={out}")
+  assert rc == 2 and len(err) <= 2 and "no task set or file named '/nonexistent/tasks.json'" in err[0], err
+  assert not out.exists()

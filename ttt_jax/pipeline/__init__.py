@@ -54,10 +54,10 @@ def run_pipeline(cfg: Any) -> Optional[dict]:
     multihost.barrier("start")
   timings: dict[str, float] = {}
   t0 = time.perf_counter()
-  os.makedirs(cfg.out_dir, exist_ok=True)
   tasks, errors = io.load_tasks(cfg.tasks, cfg.solutions or None)
   if not tasks:
-    raise ValueError(f"no valid task in {cfg.tasks!r} ({len(errors)} failed to load)")
+    raise io.TaskSetError(f"no valid task in {cfg.tasks!r} ({len(errors)} failed to load)")
+  os.makedirs(cfg.out_dir, exist_ok=True)  # only once there is work: a mistaken spec leaves nothing
   logging.info("pipeline: %d tasks from %s (%d failed to load)", len(tasks), cfg.tasks,
                len(errors))
   model_dir = cfg.model_dir or store.DEFAULT_MODEL_DIR
