@@ -28,35 +28,13 @@ _MAX_ROWS = flags.DEFINE_integer("max_rows", 32, "Sequences per forward pass.")
 _LABEL = flags.DEFINE_string("label", "", "Row label.")
 
 
-def score_task(params, mcfg, task, infer, context: int, n_views: int, adapter=None, lcfg=None,
-               max_rows: int = 32) -> tuple[float, float, int, int]:
-  """(base log p, TTT log p, answer tokens scored, test inputs skipped) of one task's true outputs.
-
-  A test input none of whose views fits ``context`` is skipped and counted, as the pipeline
-  skips it, rather than failing the run.
-  """
-  from ttt_jax import pipeline  # pylint: disable=g-import-not-at-top
-  from ttt_jax.data import tokens  # pylint: disable=g-import-not-at-top
-  from ttt_jax.infer import scoring  # pylint: disable=g-import-not-at-top
-  vs = [pipeline.spread(pipeline.views_for_test_input(task, j, infer, context), n_views)
-        for j in range(len(task.test))]
-  truths = [[task.test[j].output] if vs[j] else [] for j in range(len(task.test))]
-  b = scoring.poe_scores_many(params, [None] * len(vs), vs, truths, cfg=mcfg, max_rows=max_rows)
-  a = b
-  if adapter is not None:
-    a = scoring.poe_scores_many(params, [adapter] * len(vs), vs, truths, cfg=mcfg, lora_cfg=lcfg,
-                                max_rows=max_rows)
-  size = sum(len(v) * (len(tokens.encode_grid(task.test[j].output)) + 1) for j, v in enumerate(vs) if v)
-  return (sum(float(x.sum()) for x in b), sum(float(x.sum()) for x in a), size,
-          sum(1 for v in vs if not v))
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from experiments.configs import pipeline as pipeline_config
   from ttt_jax import pipeline
   from ttt_jax.arc import io
+  from ttt_jax.eval import truth_scores
   from ttt_jax.model import store
   from ttt_jax.train import checkpoint
   tasks = [t for t in io.load_tasks(_TASKS.value)[0] if t.has_test_outputs]
@@ -72,7 +50,7 @@ def main(argv):
   context = min(infer.max_tokens, mcfg.max_seq_len)
   base, tuned, n_tokens, skipped, unscored = [], [], [], 0, []
   for i, t in enumerate(tasks):
-    b, a, size, n_skip = score_task(params, mcfg, t, infer, context, _VIEWS.value,
+    b, a, size, n_skip = truth_scores.score_task(params, mcfg, t, infer, context, _VIEWS.value,
                                     adapters[t.task_id] if adapters is not None else None,
                                     adapters.lcfg if adapters is not None else None, _MAX_ROWS.value)
     skipped += n_skip
