@@ -11,13 +11,22 @@ full: 12 x layers x B x T^2 x q_dim) and its ratio to that rate (issue 28's figu
 ``--attention=xla,blocked`` compares the explicit-mask attention with the blocked form that
 skips the masked upper triangle (the model FLOPs count full attention for both). ``--decode``
 then times greedy decoding of the first size and states its model FLOP/s against the same
-matmul rate (2 x matmul params per token plus attention over the live cache).
+matmul rate (2 x matmul params per token plus attention over the live cache), and its bytes
+read (weights plus the live KV cache, every step) against this machine's read bandwidth,
+measured in the same run. ``--decode_baseline=REV`` also times the decoder of git revision
+REV (its ``ttt_jax/model/{transformer,decode}.py``, loaded beside the current ones) on the
+same prompts, alternating calls, and checks the tokens are equal: a before/after in one run.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib.util
+import pathlib
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import jax
@@ -35,6 +44,7 @@ _DTYPES = flags.DEFINE_list("dtypes", ["float32"], "compute dtypes to compare")
 _GRID = flags.DEFINE_bool("grid_positions", True, "use the grid-aware position option")
 _ATTENTION = flags.DEFINE_list("attention", ["xla", "blocked"], "attention_impl values to compare")
 _DECODE = flags.DEFINE_string("decode", "64x128+256", "greedy decode of the first size: ROWSxPROMPT+NEW ('' skips)")
+_DECODE_BASELINE = flags.DEFINE_string("decode_baseline", "", "git revision whose decoder --decode also times")
 _ITERS = flags.DEFINE_integer("iters", 5, "timed steps per cell")
 
 
@@ -110,22 +120,75 @@ def decode_flops_per_token(mcfg: config.ModelConfig, context: float) -> float:
   return 2.0 * (mcfg.n_layers * per_layer + d * mcfg.vocab_size) + 4.0 * mcfg.n_layers * context * mcfg.q_dim
 
 
-def measure_decode(mcfg: config.ModelConfig, rows: int, prompt: int, new: int, iters: int) -> dict:
-  """Median seconds of ``decode.generate`` (prefill included) producing exactly ``new`` tokens a row."""
-  params = transformer.init_params(mcfg, jax.random.key(0))
-  toks = np.random.default_rng(1).integers(0, tokens.VOCAB_SIZE, (rows, prompt)).astype(np.int32)
-  mask = np.ones((rows, prompt), bool)
-  run = lambda: decode.generate(params, None, toks, mask, cfg=mcfg, max_new_tokens=new, eos_id=-1,
-                                pad_id=tokens.PAD)  # an EOS id no token has: every row runs to the end
-  jax.block_until_ready(run())
+def read_bandwidth(iters: int, n_bytes: int = 1 << 28) -> float:
+  """GB/s of a jitted float32 sum over ``n_bytes`` (median): the rate a decode step can read at."""
+  x = jnp.ones((n_bytes // 4,), jnp.float32)
+  f = jax.jit(jnp.sum)
+  jax.block_until_ready(f(x))
   times = []
   for _ in range(iters):
     t0 = time.perf_counter()
-    jax.block_until_ready(run())
+    jax.block_until_ready(f(x))
     times.append(time.perf_counter() - t0)
-  sec = statistics.median(times)
+  return n_bytes / statistics.median(times) / 1e9
+
+
+def decode_bytes(mcfg: config.ModelConfig, rows: int, prompt: int, new: int) -> float:
+  """Bytes every decode step reads, summed over the steps: float32 weights plus the keys and
+  values of the live slots of every row (the prefill not counted)."""
+  per_layer = mcfg.dim * (mcfg.q_dim + 2 * mcfg.kv_dim) + mcfg.q_dim * mcfg.dim + 3 * mcfg.dim * mcfg.ffn_dim
+  weights = 4.0 * (mcfg.n_layers * per_layer + mcfg.dim * mcfg.vocab_size)
+  live = prompt + new / 2  # mean live slots over the steps
+  return new * (weights + 4.0 * 2 * mcfg.n_layers * rows * live * mcfg.kv_dim)
+
+
+def decoder_at(rev: str):
+  """``ttt_jax.model.decode`` as of git revision ``rev``, importing that revision's transformer
+  (every other module is the current one)."""
+  root = pathlib.Path(__file__).resolve().parents[1]
+  tmp = pathlib.Path(tempfile.mkdtemp(prefix="decoder_at_"))
+  modules = {}
+  for name in ("transformer", "decode"):
+    src = subprocess.run(["git", "-C", str(root), "show", f"{rev}:ttt_jax/model/{name}.py"], check=True,
+                         capture_output=True, text=True).stdout
+    src = src.replace("from ttt_jax.model import transformer\n", "")
+    path = tmp / f"{name}_{rev}.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location(f"baseline_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    if name == "decode":
+      module.transformer = modules["transformer"]
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    modules[name] = module
+  return modules["decode"]
+
+
+def measure_decode(mcfg: config.ModelConfig, rows: int, prompt: int, new: int, iters: int,
+                   baseline=None) -> dict:
+  """Median seconds of ``decode.generate`` (prefill included) producing exactly ``new`` tokens a
+  row; with a ``baseline`` decode module, its median too (calls alternate) and token equality."""
+  params = transformer.init_params(mcfg, jax.random.key(0))
+  toks = np.random.default_rng(1).integers(0, tokens.VOCAB_SIZE, (rows, prompt)).astype(np.int32)
+  mask = np.ones((rows, prompt), bool)
+  runs = {"s": decode, "baseline_s": baseline} if baseline else {"s": decode}
+  runs = {k: functools.partial(m.generate, params, None, toks, mask, cfg=mcfg, max_new_tokens=new, eos_id=-1,
+                               pad_id=tokens.PAD)  # an EOS id no token has: every row runs to the end
+          for k, m in runs.items()}
+  outs = {k: np.asarray(run()) for k, run in runs.items()}
+  times = {k: [] for k in runs}
+  for _ in range(iters):
+    for k, run in runs.items():
+      t0 = time.perf_counter()
+      jax.block_until_ready(run())
+      times[k].append(time.perf_counter() - t0)
+  out = {k: statistics.median(v) for k, v in times.items()}
+  sec = out["s"]
   flops = rows * (new * decode_flops_per_token(mcfg, prompt + new / 2) + prompt * decode_flops_per_token(mcfg, prompt / 2))
-  return {"s": sec, "tok_s": rows * new / sec, "gflops": flops / sec / 1e9}
+  out.update(tok_s=rows * new / sec, gflops=flops / sec / 1e9, read_gbs=decode_bytes(mcfg, rows, prompt, new) / sec / 1e9)
+  if baseline:
+    out["same_tokens"] = bool(np.array_equal(outs["s"], outs["baseline_s"]))
+  return out
 
 
 def main(argv):
@@ -149,8 +212,11 @@ def main(argv):
     n_rows, rest = _DECODE.value.split("x")
     prompt, new = map(int, rest.split("+"))
     dim, layers = map(int, _SIZES.value[0].split("x"))
+    baseline = decoder_at(_DECODE_BASELINE.value) if _DECODE_BASELINE.value else None
     dec = (dim, layers, n_rows, prompt, new,
-           measure_decode(model_config(dim, layers, "float32", _GRID.value), int(n_rows), prompt, new, _ITERS.value))
+           measure_decode(model_config(dim, layers, "float32", _GRID.value), int(n_rows), prompt, new, _ITERS.value,
+                          baseline))
+  bandwidth = read_bandwidth(_ITERS.value)
   last = matmul_rate(_ITERS.value)  # this machine's rate drifts: the reference is the better reading
   for name, rates in (("start", first), ("end", last)):
     print(f"matmul rate at the {name} (jitted float32 a @ b, GFLOP/s): " +
@@ -165,7 +231,13 @@ def main(argv):
     dim, layers, n_rows, prompt, new, r = dec
     print(f"decode {dim}x{layers}, {n_rows} rows x ({prompt} prompt + {new} new), greedy, float32: "
           f"{r['s']:.2f} s, {r['tok_s']:.0f} new tokens/s, {r['gflops']:.1f} model GFLOP/s "
-          f"= {r['gflops'] / ref:.0%} of the matmul rate (the FLOP bound; prefill counted)", flush=True)
+          f"= {r['gflops'] / ref:.0%} of the matmul rate (the FLOP bound; prefill counted); "
+          f"reads {r['read_gbs']:.1f} GB/s of weights and live KV cache = {r['read_gbs'] / bandwidth:.0%} "
+          f"of this machine's read bandwidth ({bandwidth:.1f} GB/s, a jitted sum; prefill not counted)", flush=True)
+    if "baseline_s" in r:
+      print(f"decode baseline (revision {_DECODE_BASELINE.value}'s decoder, calls alternating): "
+            f"{r['baseline_s']:.2f} s; this revision {r['s']:.2f} s = {r['baseline_s'] / r['s']:.2f}x its "
+            f"tokens/s; tokens equal: {r['same_tokens']}", flush=True)
 
 
 if __name__ == "__main__":

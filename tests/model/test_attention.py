@@ -99,8 +99,9 @@ def test_fused_training_step_equals_explicit_logits_loss_and_gradients(params, o
 
 
 def test_fused_prefill_fills_the_cache_like_the_explicit_path(params, on_xla):
-  """Left-padded prefill into a cache of the prompt's length: equal logits on real tokens and equal
-  keys/values on the valid slots (padding slots are never attended to)."""
+  """Left-padded fused prefill (``prefill_cache``) against the reference, the prompt run into an
+  empty cache: equal logits on real tokens and equal keys/values on the valid slots (padding
+  slots are never attended to)."""
   del on_xla
   T = 9
   mask = _runs_mask([4, 0, 7], [5, 9, 2], T)
@@ -108,14 +109,17 @@ def test_fused_prefill_fills_the_cache_like_the_explicit_path(params, on_xla):
   positions = transformer.positions_from_mask(mask)
   run = jax.jit(transformer.forward_with_cache, static_argnames="cfg")
   ref, cache_ref = run(params, None, toks, positions, mask, transformer.init_cache(CFG, 3, T), cfg=CFG)
-  assert transformer.uses_fused_attention(FUSED, T, T)
-  got, cache = run(params, None, toks, positions, mask, transformer.init_cache(FUSED, 3, T), cfg=FUSED)
+  assert transformer.uses_fused_attention(FUSED, T)
+  got, cache = jax.jit(transformer.prefill_cache, static_argnames="cfg")(params, None, toks, positions, mask,
+                                                                           cfg=FUSED)
   m = np.asarray(mask)
   np.testing.assert_allclose(np.asarray(got)[m], np.asarray(ref)[m], atol=1e-5)
   np.testing.assert_array_equal(cache["valid"], cache_ref["valid"])
   assert int(cache["index"]) == int(cache_ref["index"]) == T
   for name in ("k", "v"):
-    np.testing.assert_allclose(np.asarray(cache[name])[:, m], np.asarray(cache_ref[name])[:, m], atol=1e-5)
+    axes = (0, 1, 3, 2, 4) if name == "k" else (0, 1, 4, 2, 3)  # to LxBxSxKxH
+    got_kv, ref_kv = (np.transpose(np.stack(c[name]), axes) for c in (cache, cache_ref))
+    np.testing.assert_allclose(got_kv[:, m], ref_kv[:, m], atol=1e-5)
 
 
 def test_fused_generate_equals_explicit_generate(params, on_xla):
@@ -130,10 +134,7 @@ def test_fused_generate_equals_explicit_generate(params, on_xla):
 
 
 def test_only_self_attention_calls_take_the_fused_path():
-  assert transformer.uses_fused_attention(FUSED.replace(dtype="bfloat16"), 16)  # training
-  assert transformer.uses_fused_attention(FUSED.replace(dtype="bfloat16"), 16, 16)  # fresh prefill
-  assert not transformer.uses_fused_attention(FUSED.replace(dtype="bfloat16"), 1, 40)  # decode step
-  assert not transformer.uses_fused_attention(FUSED.replace(dtype="bfloat16"), 4, 40)  # chunk into a cache
+  assert transformer.uses_fused_attention(FUSED.replace(dtype="bfloat16"), 16)  # training, prefill
   assert not transformer.uses_fused_attention(FUSED, 16)  # cuDNN has no float32 flash attention
   assert not transformer.uses_fused_attention(FUSED.replace(dtype="bfloat16", head_dim=12), 16)
   assert not transformer.uses_fused_attention(CFG.replace(dtype="bfloat16"), 16)

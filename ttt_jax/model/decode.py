@@ -52,9 +52,7 @@ def grow_cache(cache: transformer.Cache, length: int) -> transformer.Cache:
   extra = length - cache["valid"].shape[1]
   if extra < 0:
     raise ValueError(f"grow_cache: cannot shrink a cache of {cache['valid'].shape[1]} slots to {length}")
-  pad_kv = ((0, 0), (0, 0), (0, extra), (0, 0), (0, 0))
-  return dict(cache, k=jnp.pad(cache["k"], pad_kv), v=jnp.pad(cache["v"], pad_kv),
-              valid=jnp.pad(cache["valid"], ((0, 0), (0, extra))))
+  return transformer.pad_cache(cache, length)
 
 
 @jax.custom_batching.custom_vmap
@@ -77,12 +75,10 @@ def prefill(params, adapter, prompt_BxT, prompt_mask_BxT, *, cfg: ModelConfig, l
 
   Returns (next-token logits_BxV, cache).
   """
-  B, T = prompt_BxT.shape
-  cache = transformer.init_cache(cfg, B, T if cache_len is None else cache_len)
   positions = transformer.positions_from_mask(prompt_mask_BxT)
-  logits, cache = transformer.forward_with_cache(params, adapter, prompt_BxT, positions, prompt_mask_BxT, cache,
-                                                 cfg=cfg, lora_cfg=lora_cfg, last_only=True,
-                                                 cond_BxD=cond_BxD)
+  logits, cache = transformer.prefill_cache(params, adapter, prompt_BxT, positions, prompt_mask_BxT, cfg=cfg,
+                                            lora_cfg=lora_cfg, cache_len=cache_len, last_only=True,
+                                            cond_BxD=cond_BxD)
   return logits[:, -1], cache
 
 

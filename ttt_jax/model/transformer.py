@@ -16,12 +16,16 @@ sequence gets exactly the logits it would get alone.
 Attention has two forms. The reference builds that rule as an explicit
 ``Bx1xTxS`` boolean mask. The fused form (``cfg.attention_impl="cudnn"``) needs
 no mask tensor: when the keys are just the chunk's own tokens (training, and
-prefill into a cache of exactly ``T`` slots) and each row's real tokens are one
+prefill through ``prefill_cache``) and each row's real tokens are one
 contiguous run, the rule is "causal within the run", so rows are rotated to
 start at their run and cuDNN gets ``is_causal`` plus per-row lengths. On a CPU,
 ``attention_impl="blocked"`` keeps the explicit mask but computes attention one block of
 queries at a time over the keys up to that block (training and scoring, no cache), skipping
 the masked upper triangle.
+
+A chunk after a cache (decode steps, DFS expansions) runs the layers unrolled, each writing
+the chunk into its own cache arrays in place and attending over them (``cached_attention``):
+no step copies the cache.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from ttt_jax.model import grid_positions
 from ttt_jax.model.config import ModelConfig
 
 Params = dict
-# {'k': LxBxSxKxH, 'v': LxBxSxKxH, 'valid': BxS bool, 'index': int32 scalar}, plus
+# {'k': L-tuple of BxKxSxH, 'v': L-tuple of BxKxHxS, 'valid': BxS bool, 'index': int32 scalar}, plus
 # 'grid': Bx3 int32 (the next cell's row, column, role) when cfg.grid_positions.
 Cache = dict
 
@@ -113,14 +117,14 @@ class LoraDense(nn.Module):
 FUSED_BACKEND = "cudnn"
 
 
-def uses_fused_attention(cfg: ModelConfig, T: int, S: Optional[int] = None) -> bool:
-  """Static: whether a call on ``T`` tokens over ``S`` cache slots (None: no cache) runs fused.
+def uses_fused_attention(cfg: ModelConfig, T: int) -> bool:
+  """Static: whether a call on ``T`` tokens without a cache (training, prefill) runs fused.
 
-  Only self-attention within the chunk has the mask-free form: no cache (training), or a cache
-  of exactly ``T`` slots, which a chunk can only fill from slot 0 (prefill). cuDNN flash
-  attention further needs bf16/fp16 and a head_dim that is a multiple of 8, at most 128.
+  Only self-attention within the chunk has the mask-free form; a chunk after a cache (decode
+  steps) runs ``cached_attention``. cuDNN flash attention further needs bf16/fp16 and a
+  head_dim that is a multiple of 8, at most 128.
   """
-  if cfg.attention_impl != "cudnn" or (S is not None and S != T):
+  if cfg.attention_impl != "cudnn":
     return False
   if FUSED_BACKEND != "cudnn":
     return True
@@ -178,13 +182,45 @@ def blocked_causal_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, mask_Bx1xTxT, bloc
   return jnp.concatenate(outs, axis=1)
 
 
+def cache_layout(k_BxTxKxH: jax.Array, v_BxTxKxH: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Keys and values as the cache holds them: BxKxTxH and BxKxHxT. Head before slot, so each
+  (row, head) is one contiguous block, and both attention products contract the minor axis
+  (CPU kernels are several times faster so than contracting a major one)."""
+  return jnp.swapaxes(k_BxTxKxH, 1, 2), jnp.transpose(v_BxTxKxH, (0, 2, 3, 1))
+
+
+def pad_cache(cache: "Cache", length: int) -> "Cache":
+  """The cache with empty (invalid) slots appended up to ``length`` slots."""
+  extra = length - cache["valid"].shape[1]
+  pad = lambda a, axis: jnp.pad(a, [(0, extra if i == axis else 0) for i in range(a.ndim)])
+  return dict(cache, k=tuple(pad(a, 2) for a in cache["k"]), v=tuple(pad(a, 3) for a in cache["v"]),
+              valid=pad(cache["valid"], 1))
+
+
+def cached_attention(q_BxTxNxH, k_BxKxSxH, v_BxKxHxS, mask_Bx1xTxS) -> jax.Array:
+  """Explicit-mask attention over the cache's layout (``cache_layout``); grouped-query heads
+  share a key head by reshaping, not repeating. Softmax in float32, as the XLA reference does."""
+  B, T, N, H = q_BxTxNxH.shape
+  K = k_BxKxSxH.shape[1]
+  q = (q_BxTxNxH * jnp.asarray(1.0 / math.sqrt(H), q_BxTxNxH.dtype)).reshape(B, T, K, N // K, H)
+  f32 = jnp.float32
+  scores = jnp.einsum("btkgh,bksh->bkgts", q, k_BxKxSxH, preferred_element_type=f32)
+  scores = jnp.where(mask_Bx1xTxS[:, :, None], scores, jnp.finfo(f32).min)
+  probs = jax.nn.softmax(scores, axis=-1).astype(v_BxKxHxS.dtype)
+  out = jnp.einsum("bkgts,bkhs->btkgh", probs, v_BxKxHxS, preferred_element_type=f32)
+  return out.reshape(B, T, N, H).astype(q_BxTxNxH.dtype)
+
+
 class Attention(nn.Module):
   cfg: ModelConfig
   lora_scale: float = 1.0
 
   @nn.compact
-  def __call__(self, x_BxTxD, positions_BxT, attn_mask_Bx1xTxS, fused_mask_BxT, cache, layer, cache_index):
-    """Explicit-mask attention, or the fused form when ``attn_mask_Bx1xTxS`` is None."""
+  def __call__(self, x_BxTxD, positions_BxT, attn_mask_Bx1xTxS, fused_mask_BxT, cache_kv, cache_index):
+    """Returns (output, keys and values). Without a cache: explicit-mask attention, or the
+    fused form when ``attn_mask_Bx1xTxS`` is None; the chunk's own keys and values. With
+    ``cache_kv`` (this layer's cache arrays): the chunk is written at ``cache_index``
+    (in place) and attends over the whole cache; the updated arrays."""
     cfg = self.cfg
     B, T, _ = x_BxTxD.shape
     dense = lambda n, name: LoraDense(n, cfg, self.lora_scale, name=name)
@@ -194,22 +230,20 @@ class Attention(nn.Module):
     inv_freq = rope_inv_freq(cfg)
     q = apply_rope(q, positions_BxT, inv_freq)
     k = apply_rope(k, positions_BxT, inv_freq)
-    if cache is not None:  # write this chunk at cache_index, then attend over the whole cache
-      start = (0, cache_index, 0, 0)
-      k_all = jax.lax.dynamic_update_slice(cache["k"][layer], k.astype(cache["k"].dtype), start)
-      v_all = jax.lax.dynamic_update_slice(cache["v"][layer], v.astype(cache["v"].dtype), start)
-      cache = dict(cache, k=cache["k"].at[layer].set(k_all), v=cache["v"].at[layer].set(v_all))
-      # Attend to what the cache holds; fused, the cache is exactly this chunk.
-      k, v = k_all.astype(q.dtype), v_all.astype(q.dtype)
-    if attn_mask_Bx1xTxS is None:
+    if cache_kv is not None:
+      k_new, v_new = cache_layout(k, v)
+      k = jax.lax.dynamic_update_slice(cache_kv[0], k_new.astype(cache_kv[0].dtype), (0, 0, cache_index, 0))
+      v = jax.lax.dynamic_update_slice(cache_kv[1], v_new.astype(cache_kv[1].dtype), (0, 0, 0, cache_index))
+      out = cached_attention(q, k.astype(q.dtype), v.astype(q.dtype), attn_mask_Bx1xTxS)
+    elif attn_mask_Bx1xTxS is None:
       out = fused_causal_attention(q, k, v, fused_mask_BxT, FUSED_BACKEND)
-    elif cfg.attention_impl == "blocked" and cache is None:
+    elif cfg.attention_impl == "blocked":
       out = blocked_causal_attention(q, k, v, attn_mask_Bx1xTxS, ATTENTION_BLOCK)
     else:
       impl = None if cfg.attention_impl in ("cudnn", "blocked") else cfg.attention_impl  # XLA's choice
       out = jax.nn.dot_product_attention(q, k, v, mask=attn_mask_Bx1xTxS, implementation=impl)
     out = dense(cfg.dim, "o")(out.reshape(B, T, cfg.q_dim))
-    return out, cache
+    return out, (k, v)
 
 
 def explicit_attention_mask(valid_BxS: jax.Array, index, T: int) -> jax.Array:
@@ -235,20 +269,21 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-  """One pre-norm decoder layer, shaped for ``nn.scan``: (carry, layer_index) -> (carry, None)."""
+  """One pre-norm decoder layer, shaped for ``nn.scan``: x -> (x, the layer's keys and values
+  of this chunk when ``emit_kv``, else None)."""
 
   cfg: ModelConfig
   lora_scale: float = 1.0
+  emit_kv: bool = False
 
   @nn.compact
-  def __call__(self, carry, layer, positions_BxT, attn_mask_Bx1xTxS, fused_mask_BxT, cache_index):
-    x, cache = carry
-    h, cache = Attention(self.cfg, self.lora_scale, name="attn")(
-        RMSNorm(self.cfg, name="attn_norm")(x), positions_BxT, attn_mask_Bx1xTxS, fused_mask_BxT, cache, layer,
+  def __call__(self, x, positions_BxT, attn_mask_Bx1xTxS, fused_mask_BxT, cache_kv=None, cache_index=None):
+    h, kv = Attention(self.cfg, self.lora_scale, name="attn")(
+        RMSNorm(self.cfg, name="attn_norm")(x), positions_BxT, attn_mask_Bx1xTxS, fused_mask_BxT, cache_kv,
         cache_index)
     x = x + h
     x = x + Mlp(self.cfg, self.lora_scale, name="mlp")(RMSNorm(self.cfg, name="mlp_norm")(x))
-    return (x, cache), None
+    return x, (kv if self.emit_kv else None)
 
 
 class Transformer(nn.Module):
@@ -257,7 +292,10 @@ class Transformer(nn.Module):
 
   @nn.compact
   def __call__(self, tokens_BxT, positions_BxT, mask_BxT, cache: Optional[Cache] = None, last_only: bool = False,
-               cond_BxD: Optional[jax.Array] = None):
+               cond_BxD: Optional[jax.Array] = None, return_cache: bool = False):
+    """(logits, new cache). With ``cache``: the chunk follows its slots and is written into it.
+    Without: self-attention within the chunk (training, prefill); ``return_cache`` also returns
+    the cache of exactly these ``T`` slots (else None)."""
     cfg = self.cfg
     dtype = jnp.dtype(cfg.dtype)
     B, T = tokens_BxT.shape
@@ -278,23 +316,30 @@ class Transformer(nn.Module):
       x = x + cond_BxD[:, None, :].astype(dtype)
 
     mask_BxT = mask_BxT.astype(bool)
-    if cache is None:
-      index, valid_BxS, S = 0, mask_BxT, T
-    else:
-      index, S = cache["index"], cache["valid"].shape[1]
-      valid_BxS = jax.lax.dynamic_update_slice(cache["valid"], mask_BxT, (0, index))
-    attn_mask, fused_mask = None, mask_BxT
-    if not uses_fused_attention(cfg, T, None if cache is None else S):
-      attn_mask, fused_mask = explicit_attention_mask(valid_BxS, index, T), None
-
     block = Block
     if cfg.remat:
       block = nn.remat(Block, prevent_cse=False, policy=jax.checkpoint_policies.nothing_saveable)
-    layers = nn.scan(block, variable_axes={"params": 0, "lora": 0}, split_rngs={"params": True},
-                     in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.n_layers)
-    layer_cache = None if cache is None else {"k": cache["k"], "v": cache["v"]}
-    (x, layer_cache), _ = layers(cfg, self.lora_scale, name="layers")(
-        (x, layer_cache), jnp.arange(cfg.n_layers), positions_BxT, attn_mask, fused_mask, index)
+    if cache is None:
+      attn_mask, fused_mask = None, mask_BxT
+      if not uses_fused_attention(cfg, T):
+        attn_mask, fused_mask = explicit_attention_mask(mask_BxT, 0, T), None
+      layers = nn.scan(block, variable_axes={"params": 0, "lora": 0}, split_rngs={"params": True},
+                       in_axes=(nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.n_layers)
+      x, kv_L = layers(cfg, self.lora_scale, return_cache, name="layers")(x, positions_BxT, attn_mask, fused_mask)
+    else:
+      # After a cache the layers are unrolled, each updating its own cache arrays in place: a
+      # scan would slice (copy) every layer's keys and values out of a stacked cache each step.
+      index = cache["index"]
+      valid_BxS = jax.lax.dynamic_update_slice(cache["valid"], mask_BxT, (0, index))
+      attn_mask = explicit_attention_mask(valid_BxS, index, T)
+      stacked = {c: self.variables[c]["layers"] for c in ("params", "lora")
+                 if c in self.variables and "layers" in self.variables[c]}
+      kv_L = []
+      for layer in range(cfg.n_layers):
+        x, kv = block(cfg, self.lora_scale, True, parent=None).apply(
+            jax.tree.map(lambda a, layer=layer: a[layer], stacked), x, positions_BxT, attn_mask, None,
+            (cache["k"][layer], cache["v"][layer]), index)
+        kv_L.append(kv)
     if last_only:  # prefill needs only the next-token logits; skip a BxTxV tensor
       x = x[:, -1:]
     x = RMSNorm(cfg, name="final_norm")(x)
@@ -304,9 +349,15 @@ class Transformer(nn.Module):
       head_DxV = self.param("lm_head", nn.initializers.normal(cfg.init_std), (cfg.dim, cfg.vocab_size),
                             jnp.dtype(cfg.param_dtype))
     logits = jnp.dot(x, head_DxV.astype(dtype), preferred_element_type=jnp.float32)
-    if cache is None:
+    if cache is None and not return_cache:
       return logits, None
-    new_cache = dict(layer_cache, valid=valid_BxS, index=index + T)
+    if cache is None:  # the cache this chunk fills: exactly its T slots, one array per layer
+      k_LxBxTxKxH, v_LxBxTxKxH = kv_L
+      k_L, v_L = zip(*(cache_layout(k_LxBxTxKxH[i], v_LxBxTxKxH[i]) for i in range(cfg.n_layers)))
+      new_cache = {"k": k_L, "v": v_L, "valid": mask_BxT, "index": jnp.asarray(T, jnp.int32)}
+    else:
+      new_cache = dict(cache, k=tuple(kv[0] for kv in kv_L), v=tuple(kv[1] for kv in kv_L), valid=valid_BxS,
+                       index=index + T)
     if grid_state is not None:
       new_cache["grid"] = grid_state
     return logits, new_cache
@@ -343,13 +394,34 @@ def forward(params: Params, lora: Optional[dict], tokens_BxT, positions_BxT, mas
 
 def init_cache(cfg: ModelConfig, batch: int, length: int, dtype: Optional[str] = None) -> Cache:
   """Empty KV cache for ``batch`` sequences of up to ``length`` tokens."""
-  shape = (cfg.n_layers, batch, length, cfg.n_kv_heads, cfg.head_dim)
   dt = jnp.dtype(dtype or cfg.dtype)
-  cache = {"k": jnp.zeros(shape, dt), "v": jnp.zeros(shape, dt), "valid": jnp.zeros((batch, length), bool),
+  zeros = lambda *shape: tuple(jnp.zeros(shape, dt) for _ in range(cfg.n_layers))
+  cache = {"k": zeros(batch, cfg.n_kv_heads, length, cfg.head_dim),
+           "v": zeros(batch, cfg.n_kv_heads, cfg.head_dim, length), "valid": jnp.zeros((batch, length), bool),
            "index": jnp.zeros((), jnp.int32)}
   if cfg.grid_positions:
     cache["grid"] = grid_positions.initial_state(batch)
   return cache
+
+
+def prefill_cache(params: Params, lora: Optional[dict], tokens_BxT, positions_BxT, mask_BxT, *,
+                  cfg: ModelConfig, lora_cfg: Any = None, cache_len: Optional[int] = None,
+                  cache_dtype: Optional[str] = None, last_only: bool = False,
+                  cond_BxD: Optional[jax.Array] = None) -> tuple[jax.Array, Cache]:
+  """A prompt's forward pass without a cache (so fused or blocked attention applies) that
+  returns the cache it fills: ``cache_len`` slots (None: the prompt's ``T``), the prompt in
+  the first ``T``. Equals ``forward_with_cache`` from an empty cache; (logits, cache)."""
+  if lora is not None and lora_cfg is None:
+    raise ValueError("prefill_cache: an adapter was given without its lora_cfg")
+  T = tokens_BxT.shape[1]
+  cache_len = T if cache_len is None else cache_len
+  if cache_len < T:
+    raise ValueError(f"prefill_cache: cache_len {cache_len} is shorter than the prompt's {T} tokens")
+  logits, cache = _model(cfg, lora_cfg).apply(_variables(params, lora), tokens_BxT, positions_BxT, mask_BxT,
+                                              None, last_only, cond_BxD, True)
+  dt = jnp.dtype(cache_dtype or cfg.dtype)
+  cast = lambda arrays: tuple(a.astype(dt) for a in arrays)
+  return logits, pad_cache(dict(cache, k=cast(cache["k"]), v=cast(cache["v"])), cache_len)
 
 
 def forward_with_cache(params: Params, lora: Optional[dict], tokens_BxT, positions_BxT, mask_BxT, cache: Cache,
