@@ -30,3 +30,21 @@ def test_decode_measurement_runs():
   cfg = train_throughput.model_config(64, 2, "float32", True)
   r = train_throughput.measure_decode(cfg, rows=2, prompt=8, new=4, iters=1)
   assert r["s"] > 0 and r["tok_s"] > 0 and r["gflops"] > 0
+
+
+def test_decode_bytes_count_every_matmul_weight_and_the_live_cache_each_step():
+  cfg = train_throughput.model_config(64, 2, "float32", True)
+  params = jax.eval_shape(lambda: transformer.init_params(cfg, jax.random.key(0)))
+  flat = store.flatten(params)
+  matmul = sum(int(np.prod(v.shape)) for k, v in flat.items() if k.endswith("kernel") or k == "lm_head")
+  live = 8 + 4 / 2
+  assert train_throughput.decode_bytes(cfg, 3, 8, 4) == 4 * (4 * matmul + 4 * 2 * cfg.n_layers * 3 * live * cfg.kv_dim)
+
+
+def test_baseline_decoder_of_this_revision_gives_the_same_tokens():
+  """``--decode_baseline`` loads a revision's decoder beside the current one: at HEAD both
+  decode the same tokens (a clean clone has the history it reads)."""
+  cfg = train_throughput.model_config(64, 2, "float32", True)
+  r = train_throughput.measure_decode(cfg, rows=2, prompt=8, new=4, iters=1,
+                                      baseline=train_throughput.decoder_at("HEAD"))
+  assert r["same_tokens"] and r["baseline_s"] > 0 and r["read_gbs"] > 0

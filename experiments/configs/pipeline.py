@@ -30,7 +30,9 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
   c.tasks = "dev80-small"  # any ttt_jax.arc.io.load_tasks spec ("name:N" keeps N tasks)
   c.solutions = ""  # Kaggle solutions file, when tasks is a challenges file
   c.model_dir = ""  # a ttt_jax.model.store directory; "" = the embedded default model
-  c.model_overrides = overrides.override_fields()  # --config.model_overrides.FIELD=... (any ModelConfig field)
+  # --config.model_overrides.FIELD=... (any ModelConfig field). The CPU-sized presets compute
+  # attention in causal blocks (equal results, fewer FLOPs on a CPU: BENCHMARKS.md); paper: XLA's.
+  c.model_overrides = overrides.override_fields(attention_impl="blocked")
   c.out_dir = "runs/pipeline"
   c.adapters_dir = ""  # with ttt.enabled=False: use adapters saved here (experiments/ttt.py)
   c.seed = 0
@@ -114,6 +116,7 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
     c.infer.max_tokens, c.infer.group_size = 8192, 8
     c.infer.views, c.infer.n_orders = "reference", 3
     c.vote.update(voting.REFERENCE)
+    c.model_overrides.attention_impl = None
   elif preset == "no_ttt":
     c.ttt.enabled = False
   elif preset:
