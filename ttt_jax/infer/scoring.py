@@ -25,7 +25,7 @@ from ttt_jax.arc.task import Grid
 from ttt_jax.data import tokens
 from ttt_jax.infer.predict import bucket
 from ttt_jax.infer.views import View
-from ttt_jax.model import lora, transformer
+from ttt_jax.model import blockwise, lora, transformer
 
 
 def answer_tokens(view: View, candidate: Grid) -> np.ndarray:
@@ -54,15 +54,19 @@ def right_pad(prompts: Sequence[np.ndarray], answers: Sequence[np.ndarray], leng
   return tokens_BxT, mask_BxT, answer_BxT
 
 
+def _next_token_scores(params, adapter, tokens_BxT, mask_BxT, *, cfg, lora_cfg):
+  """(log p(token t+1 | tokens up to t), whether it is the argmax) for t < T-1, blockwise: no
+  BxTxV logits tensor (``ttt_jax.model.blockwise``)."""
+  positions_BxT = transformer.positions_from_mask(mask_BxT)
+  states_BxTxD, head_DxV = transformer.forward_hidden(params, adapter, tokens_BxT, positions_BxT, mask_BxT,
+                                                      cfg=cfg, lora_cfg=lora_cfg)
+  return blockwise.target_logprobs(transformer.Hidden(states_BxTxD[:, :-1], head_DxV), tokens_BxT[:, 1:])
+
+
 def sequence_logprobs(params, adapter, tokens_BxT, mask_BxT, answer_BxT, *, cfg, lora_cfg=None
                       ) -> jax.Array:
   """Sum over the marked tokens of log p(token | everything before it): float32 scores_B."""
-  positions_BxT = transformer.positions_from_mask(mask_BxT)
-  logits_BxTxV = transformer.forward(params, adapter, tokens_BxT, positions_BxT, mask_BxT,
-                                     cfg=cfg, lora_cfg=lora_cfg)
-  logp_BxTxV = jax.nn.log_softmax(logits_BxTxV[:, :-1], axis=-1)
-  target_BxT = tokens_BxT[:, 1:]
-  logp_BxT = jnp.take_along_axis(logp_BxTxV, target_BxT[..., None], axis=-1)[..., 0]
+  logp_BxT, _ = _next_token_scores(params, adapter, tokens_BxT, mask_BxT, cfg=cfg, lora_cfg=lora_cfg)
   return jnp.sum(jnp.where(answer_BxT[:, 1:], logp_BxT, 0.0), axis=-1)
 
 
@@ -73,11 +77,7 @@ _sequence_logprobs_jit = jax.jit(sequence_logprobs, static_argnames=("cfg", "lor
 def _greedy_hits(params, adapter, tokens_BxT, mask_BxT, answer_BxT, *, cfg, lora_cfg):
   """Per row: (all answer tokens greedy, answer tokens greedy, answer tokens). A token is
   greedy when no logit beats the truth's (an exact tie counts for the truth)."""
-  positions_BxT = transformer.positions_from_mask(mask_BxT)
-  logits_BxTxV = transformer.forward(params, adapter, tokens_BxT, positions_BxT, mask_BxT,
-                                     cfg=cfg, lora_cfg=lora_cfg)[:, :-1]
-  truth_BxT = jnp.take_along_axis(logits_BxTxV, tokens_BxT[:, 1:, None], axis=-1)[..., 0]
-  hit_BxT = truth_BxT >= jnp.max(logits_BxTxV, axis=-1)
+  _, hit_BxT = _next_token_scores(params, adapter, tokens_BxT, mask_BxT, cfg=cfg, lora_cfg=lora_cfg)
   ans_BxT = answer_BxT[:, 1:].astype(bool)
   return (jnp.all(jnp.where(ans_BxT, hit_BxT, True), axis=-1),
           jnp.sum(hit_BxT & ans_BxT, axis=-1), jnp.sum(ans_BxT, axis=-1))

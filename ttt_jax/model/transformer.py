@@ -31,7 +31,7 @@ no step copies the cache.
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import flax.linen as nn
 import jax
@@ -292,7 +292,7 @@ class Transformer(nn.Module):
 
   @nn.compact
   def __call__(self, tokens_BxT, positions_BxT, mask_BxT, cache: Optional[Cache] = None, last_only: bool = False,
-               cond_BxD: Optional[jax.Array] = None, return_cache: bool = False):
+               cond_BxD: Optional[jax.Array] = None, return_cache: bool = False, return_hidden: bool = False):
     """(logits, new cache). With ``cache``: the chunk follows its slots and is written into it.
     Without: self-attention within the chunk (training, prefill); ``return_cache`` also returns
     the cache of exactly these ``T`` slots (else None)."""
@@ -348,6 +348,8 @@ class Transformer(nn.Module):
     else:
       head_DxV = self.param("lm_head", nn.initializers.normal(cfg.init_std), (cfg.dim, cfg.vocab_size),
                             jnp.dtype(cfg.param_dtype))
+    if return_hidden:
+      return Hidden(x, head_DxV.astype(dtype)), None
     logits = jnp.dot(x, head_DxV.astype(dtype), preferred_element_type=jnp.float32)
     if cache is None and not return_cache:
       return logits, None
@@ -390,6 +392,23 @@ def forward(params: Params, lora: Optional[dict], tokens_BxT, positions_BxT, mas
   logits, _ = _model(cfg, lora_cfg).apply(_variables(params, lora), tokens_BxT, positions_BxT, mask_BxT,
                                           cond_BxD=cond_BxD)
   return logits
+
+
+class Hidden(NamedTuple):
+  """The last layer's normalised states and the output head: logits are ``states @ head``,
+  which ``ttt_jax.model.blockwise`` computes a block of tokens at a time."""
+  states_BxTxD: jax.Array
+  head_DxV: jax.Array
+
+
+def forward_hidden(params: Params, lora: Optional[dict], tokens_BxT, positions_BxT, mask_BxT, *,
+                   cfg: ModelConfig, lora_cfg: Any = None, cond_BxD: Optional[jax.Array] = None) -> Hidden:
+  """``forward`` without its last product: no BxTxV logits tensor (``ttt_jax.model.blockwise``)."""
+  if lora is not None and lora_cfg is None:
+    raise ValueError("forward_hidden: an adapter was given without its lora_cfg (needed for the scale)")
+  hidden, _ = _model(cfg, lora_cfg).apply(_variables(params, lora), tokens_BxT, positions_BxT, mask_BxT,
+                                          cond_BxD=cond_BxD, return_hidden=True)
+  return hidden
 
 
 def init_cache(cfg: ModelConfig, batch: int, length: int, dtype: Optional[str] = None) -> Cache:
