@@ -116,3 +116,27 @@ def test_chunked_forward_with_cache_equals_full_forward(params):
   assert int(cache["index"]) == T + 3
   chunked = jnp.concatenate([out1, out2, out3], axis=1)
   np.testing.assert_allclose(chunked * mask[..., None], full * mask[..., None], atol=1e-5)
+
+
+@pytest.mark.parametrize("attention", [None, "blocked"])
+def test_prefill_cache_equals_forward_with_cache_from_an_empty_cache(params, attention):
+  """The cache-free prefill returns the cache the reference path fills, padded to cache_len,
+  and the chunks that follow it give the full pass's logits."""
+  cfg = CFG.replace(attention_impl=attention)
+  T, S = 7, 12
+  toks = _random_tokens(7, (2, T + 2))
+  mask = jnp.concatenate([jnp.arange(T)[None] >= jnp.array([[3], [0]]), jnp.ones((2, 2), bool)], 1)
+  pos = transformer.positions_from_mask(mask)
+  ref_logits, ref = transformer.forward_with_cache(params, None, toks[:, :T], pos[:, :T], mask[:, :T],
+                                                   transformer.init_cache(cfg, 2, S), cfg=cfg)
+  logits, cache = jax.jit(functools.partial(transformer.prefill_cache, cfg=cfg, cache_len=S))(
+      params, None, toks[:, :T], pos[:, :T], mask[:, :T])
+  m = np.asarray(mask[:, :T])
+  np.testing.assert_allclose(np.asarray(logits)[m], np.asarray(ref_logits)[m], atol=1e-5)
+  assert jax.tree.map(jnp.shape, cache) == jax.tree.map(jnp.shape, ref)
+  np.testing.assert_array_equal(cache["valid"], ref["valid"])
+  assert int(cache["index"]) == int(ref["index"]) == T
+  for got, want in zip(cache["k"] + cache["v"], ref["k"] + ref["v"]):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)  # padding slots included
+  rest, _ = transformer.forward_with_cache(params, None, toks[:, T:], pos[:, T:], mask[:, T:], cache, cfg=cfg)
+  np.testing.assert_allclose(rest, _fwd(params, toks, mask, cfg=cfg)[:, T:], atol=1e-5)

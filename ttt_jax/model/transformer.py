@@ -185,7 +185,7 @@ def blocked_causal_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, mask_Bx1xTxT, bloc
 def cache_layout(k_BxTxKxH: jax.Array, v_BxTxKxH: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Keys and values as the cache holds them: BxKxTxH and BxKxHxT. Head before slot, so each
   (row, head) is one contiguous block, and both attention products contract the minor axis
-  (CPU kernels are several times faster so than contracting a major one)."""
+  (on a CPU several times faster than contracting a major axis)."""
   return jnp.swapaxes(k_BxTxKxH, 1, 2), jnp.transpose(v_BxTxKxH, (0, 2, 3, 1))
 
 
