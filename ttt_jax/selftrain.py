@@ -275,7 +275,7 @@ def run_rounds(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any],
   from ttt_jax.train import steps
   # One jitted step for every group of every round (a new one per call would recompile each).
   step_fn = steps.jit_multitask_step(
-      functools.partial(transformer.forward, cfg=mcfg, lora_cfg=lcfg), ocfg)
+      functools.partial(transformer.forward_hidden, cfg=mcfg, lora_cfg=lcfg), ocfg)
   by_id = {t.task_id: t for t in tasks}
   current = {}
   for t in tasks:

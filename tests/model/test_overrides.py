@@ -95,8 +95,12 @@ def test_untouched_sections_leave_configs_unchanged(tmp_path):
   saved = config.get_config("tiny").replace(grid_positions=True, remat=True, name="saved")
   store.save_model(str(tmp_path / "m"), transformer.init_params(saved, jax.random.key(0)), saved)
   _, loaded = checkpoint.load_base_model(
-      str(tmp_path / "m"), "", overrides.set_overrides(parse("pipeline.py").model_overrides))
+      str(tmp_path / "m"), "", overrides.set_overrides(parse("pipeline.py:paper").model_overrides))
   assert loaded == saved
+  # the CPU-sized pipeline presets set one field: blocked attention, the rest as saved
+  cpu = overrides.set_overrides(parse("pipeline.py").model_overrides)
+  assert cpu == {"attention_impl": "blocked"}
+  assert checkpoint.load_base_model(str(tmp_path / "m"), "", cpu)[1] == saved.replace(attention_impl="blocked")
   _, renamed = checkpoint.load_base_model(
       "", "tiny", overrides.set_overrides(parse("ttt.py", "--config.model_overrides.name=t2",
                                                 "--config.model_overrides.dim=32").model_overrides))

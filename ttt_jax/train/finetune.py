@@ -69,7 +69,7 @@ def model_setup(cfg: Any):
   lcfg = None
   if cfg.get("lora") and cfg.lora.get("enabled", False):
     lcfg = lora.LoraConfig(rank=cfg.lora.rank, alpha=cfg.lora.alpha, targets=tuple(cfg.lora.targets))
-  apply_fn = functools.partial(transformer.forward, cfg=mcfg, lora_cfg=lcfg)
+  apply_fn = functools.partial(transformer.forward_hidden, cfg=mcfg, lora_cfg=lcfg)
   return mcfg, lcfg, apply_fn, base
 
 

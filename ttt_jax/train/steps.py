@@ -13,8 +13,11 @@ A step whose batch has zero total loss weight is a no-op: the new state is selec
 ``jnp.where(active, new, old)``, so trainable parameters, Adam moments and the step counter stay
 bit-identical. That is what lets tasks with fewer steps ride along in a group.
 
-``apply_fn(params, adapter, tokens_BxT, positions_BxT, mask_BxT) -> logits_BxTxV`` is the model
-with its configs bound, e.g. ``functools.partial(transformer.forward, cfg=cfg, lora_cfg=lcfg)``.
+``apply_fn(params, adapter, tokens_BxT, positions_BxT, mask_BxT)`` is the model with its configs
+bound: ``functools.partial(transformer.forward_hidden, cfg=cfg, lora_cfg=lcfg)`` returns the last
+states and the head, and the loss takes the logits a block of tokens at a time
+(``ttt_jax.model.blockwise``: no BxTxV tensor, which at a Llama vocabulary and 8192 tokens is
+gigabytes per sequence); ``transformer.forward`` (logits_BxTxV) works too.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import jax.numpy as jnp
 import optax
 
 from ttt_jax.data.batching import Batch
+from ttt_jax.model import blockwise
+from ttt_jax.model.transformer import Hidden
 from ttt_jax.train.optim import OptimConfig, make_direction, warmup_cosine
 
 ApplyFn = Callable[..., jax.Array]
@@ -45,8 +50,10 @@ def init_state(trainable: PyTree, ocfg: OptimConfig, total_steps: int | jax.Arra
                     jnp.asarray(total_steps, jnp.int32))
 
 
-def token_nll(logits_BxTxV: jax.Array, targets_BxT: jax.Array) -> jax.Array:
-  """Per-token negative log-likelihood in float32."""
+def token_nll(logits_BxTxV: jax.Array | Hidden, targets_BxT: jax.Array) -> jax.Array:
+  """Per-token negative log-likelihood in float32, from logits or (blockwise) from a ``Hidden``."""
+  if isinstance(logits_BxTxV, Hidden):
+    return blockwise.token_nll(logits_BxTxV, targets_BxT)
   logp = jax.nn.log_softmax(logits_BxTxV.astype(jnp.float32), axis=-1)
   return -jnp.take_along_axis(logp, targets_BxT[..., None], axis=-1)[..., 0]
 

@@ -106,7 +106,7 @@ def train_group(params: PyTree, datasets: Sequence[Sequence[Any]], task_ids: Seq
   init = functools.partial(steps.init_multitask_state, adapters, ocfg, plan.steps_K)
   if step_fn is None:
     from ttt_jax.model import transformer  # pylint: disable=g-import-not-at-top
-    apply_fn = functools.partial(transformer.forward, cfg=mcfg, lora_cfg=lcfg)
+    apply_fn = functools.partial(transformer.forward_hidden, cfg=mcfg, lora_cfg=lcfg)
     step_fn = steps.jit_multitask_step(apply_fn, ocfg)
   if mesh is not None:
     state, _ = sharding.sharded_init(init, mesh, task_axis=True)
@@ -210,7 +210,7 @@ def run_ttt(tasks: Sequence[Task], params: PyTree, *, mcfg: Any, lcfg: Any, ocfg
                                  tcfg))
 
   from ttt_jax.model import transformer  # pylint: disable=g-import-not-at-top
-  apply_fn = functools.partial(transformer.forward, cfg=mcfg, lora_cfg=lcfg)
+  apply_fn = functools.partial(transformer.forward_hidden, cfg=mcfg, lora_cfg=lcfg)
   step_fn = steps.jit_multitask_step(apply_fn, ocfg)
   t0 = time.perf_counter()
   for gi, ids in enumerate(my_groups):
