@@ -169,10 +169,10 @@ def test_smoke_pipeline_measures_cold_and_warm_tasks_per_minute(smoke):
   runs = [r for r in rows if r["measurement"] == "pipeline"]
   assert [r["run"] for r in runs] == ["cold"] + ["warm"] * (cfg.pipeline.repeats - 1)
   for r in runs:
-    assert r["n_tasks"] == 2 and r["scored"] == 2 and r["views"] > 0
+    assert r["n_tasks"] == 1 and r["scored"] == 1 and r["views"] > 0
     assert _positive(r["ttt_tasks_min"]) and _positive(r["predict_tasks_min"])
     assert r["ttt_tasks_min"] == pytest.approx(60 * r["n_tasks"] / r["ttt_s"])
-  assert "### 5. Whole pipeline" in md and "`dev80-small:2` (2 tasks)" in md
+  assert "### 5. Whole pipeline" in md and "`dev80-small:1` (1 task)" in md
 
 
 def test_profiled_traces_only_the_chosen_measurement(tmp_path):

@@ -58,7 +58,7 @@ def markdown(rows: list[dict], env: dict) -> list[str]:
   del env
   r0 = rows[0]
   return [f"### 5. Whole pipeline: tasks per minute with the {r0['model']} model on `{r0['tasks']}` "
-          f"({r0['n_tasks']} tasks)", "",
+          f"({r0['n_tasks']} task{'s' if r0['n_tasks'] != 1 else ''})", "",
           table(["run", "TTT s", "TTT tasks/min", "predict s", "predict tasks/min", "total s", "solved / scored",
                  "views parsed"],
                 [[r["run"], f"{r['ttt_s']:.1f}", _rate(r["ttt_tasks_min"]), f"{r['predict_s']:.1f}",
