@@ -93,7 +93,7 @@ def measure(mcfg: config.ModelConfig, batch: int, length: int, iters: int) -> di
   params = transformer.init_params(mcfg, jax.random.key(0))
   ocfg = optim.OptimConfig(learning_rate=1e-3, warmup_steps=1)
   state = steps.init_state(params, ocfg, 100)
-  step = jax.jit(steps.make_train_step(functools.partial(transformer.forward, cfg=mcfg), ocfg,
+  step = jax.jit(steps.make_train_step(functools.partial(transformer.forward_hidden, cfg=mcfg), ocfg,
                                        lora=False), donate_argnums=(0,))
   rng = np.random.default_rng(0)
   toks = rng.integers(0, tokens.VOCAB_SIZE, (batch, length)).astype(np.int32)

@@ -18,7 +18,7 @@ def run_model(cfg, model_name: str, env: dict) -> list[dict]:
   """Every sequence length of one model (float32 master weights, ``model_overrides`` compute)."""
   mcfg = models.model_config(model_name, cfg, remat=bool(cfg.full.remat))
   ocfg = models.optim_config(model_name)
-  apply_fn = functools.partial(transformer.forward, cfg=mcfg)
+  apply_fn = functools.partial(transformer.forward_hidden, cfg=mcfg)  # as fine-tuning runs it
   B, rows = int(cfg.full.batch_size), []
   params = models.shared_params(mcfg, cfg.seed)
   n_params = transformer.count_params(params)

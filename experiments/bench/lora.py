@@ -69,7 +69,7 @@ def run_model(cfg, model_name: str, env: dict) -> list[dict]:
       seconds, loss = hf_step_timing(model, batch, ocfg, cfg, env["torch_device"])
       rows[T].update(hf_s=seconds, hf_loss0=loss, hf_params=hf_params, hf_trainable=hf_trainable)
     hf_torch.free_torch(model)
-  apply_fn = functools.partial(transformer.forward, cfg=mcfg, lora_cfg=lcfg)
+  apply_fn = functools.partial(transformer.forward_hidden, cfg=mcfg, lora_cfg=lcfg)  # as TTT runs it
   for T, batch in batches.items():
     logging.info("lora %s T=%d: ours", model_name, T)
     step = steps.jit_train_step(apply_fn, ocfg, lora=True, **models.jit_kw(cfg))

@@ -22,7 +22,7 @@ def run(cfg, env: dict) -> list[dict]:
   mcfg = models.model_config(mc.model, cfg, param_dtype=cfg.lora_base_param_dtype, remat=bool(mc.remat))
   lcfg, ocfg = models.lora_config(cfg), models.optim_config(mc.model)
   params = models.shared_params(mcfg, cfg.seed)
-  apply_fn = functools.partial(transformer.forward, cfg=mcfg, lora_cfg=lcfg)
+  apply_fn = functools.partial(transformer.forward_hidden, cfg=mcfg, lora_cfg=lcfg)  # as TTT runs it
   single = steps.jit_train_step(apply_fn, ocfg, lora=True, **models.jit_kw(cfg))
   B, T, rows = int(mc.batch_size), int(mc.seq_len), []
   for K in mc.ks:
