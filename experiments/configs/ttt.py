@@ -2,7 +2,7 @@
 (tiny model, 4 dev tasks, CPU smoke run), ``ttt.py:shared`` (one adapter for all tasks, the
 paper's ablation).
 
-The learning rate defaults to the paper's choice for the model (5e-5 for 1B/3B, else 1e-4);
+The learning rate defaults to the paper's choice for the model (5e-5 for models of 0.5B-5B parameters, like its 1B/3B, else 1e-4; by shape, not name);
 ``--config.optim.learning_rate=...`` overrides it. ``--config.optim.clip_norm=0`` turns gradient
 clipping off (None does too, from Python), as the reference code trains; ``ttt.data_mode``
 "reference" builds the TTT set the way the reference code does (``ttt_jax.data.loo``).

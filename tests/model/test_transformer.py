@@ -140,3 +140,11 @@ def test_prefill_cache_equals_forward_with_cache_from_an_empty_cache(params, att
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)  # padding slots included
   rest, _ = transformer.forward_with_cache(params, None, toks[:, T:], pos[:, T:], mask[:, T:], cache, cfg=cfg)
   np.testing.assert_allclose(rest, _fwd(params, toks, mask, cfg=cfg)[:, T:], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["tiny", "arc-cpu", "arc-small", "llama-3.2-1b", "llama-3.1-8b"])
+def test_num_params_counts_what_init_params_builds(name):
+  cfg = config.get_config(name)
+  for c in (cfg, cfg.replace(grid_positions=not cfg.grid_positions, vocab_size=16)):
+    shapes = jax.eval_shape(lambda c=c: transformer.init_params(c, jax.random.key(0)))
+    assert c.num_params == transformer.count_params(shapes), c.name

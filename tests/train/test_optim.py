@@ -28,7 +28,14 @@ def test_absolute_warmup_and_floor():
 
 def test_ttt_defaults():
   assert optim.ttt_optim_config("llama-3.2-1b").learning_rate == 5e-5
+  assert optim.ttt_optim_config("llama-3.2-3b").learning_rate == 5e-5
   assert optim.ttt_optim_config("llama-3-8b").learning_rate == 1e-4
+  for small in ("tiny", "arc-cpu", "arc-small"):
+    assert optim.ttt_optim_config(small).learning_rate == 1e-4
+  # The rule reads the shape, not the name: no substring of a name changes it.
+  from ttt_jax.model import config  # pylint: disable=g-import-not-at-top
+  assert optim.ttt_optim_config(config.get_config("tiny").replace(name="run-11b-3b")).learning_rate == 1e-4
+  assert optim.ttt_optim_config(config.get_config("llama-3.2-1b").replace(name="mine")).learning_rate == 5e-5
   c = optim.ttt_optim_config("tiny", learning_rate=3e-4, weight_decay=0.0)
   assert (c.learning_rate, c.weight_decay, c.warmup_frac) == (3e-4, 0.0, 0.1)
 

@@ -99,6 +99,16 @@ class ModelConfig:
   def kv_dim(self) -> int:
     return self.n_kv_heads * self.head_dim
 
+  @property
+  def num_params(self) -> int:
+    """Parameters of the model this config builds (``transformer.init_params``), from its shape
+    alone: embeddings, head unless tied, attention, MLP, norms and grid-position tables."""
+    d = self.dim
+    layer = d * (self.q_dim + 2 * self.kv_dim) + self.q_dim * d + 3 * d * self.ffn_dim + 2 * d
+    grid = d * (2 * 32 + 3) if self.grid_positions else 0  # row, column (32 each) and role (3) tables
+    head = 0 if self.tie_embeddings else d * self.vocab_size
+    return self.vocab_size * d + head + self.n_layers * layer + d + grid
+
 
 def _llama3(factor: float, original: int = 8192) -> dict:
   return {"rope_type": "llama3", "factor": factor, "low_freq_factor": 1.0, "high_freq_factor": 4.0,

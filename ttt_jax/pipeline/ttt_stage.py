@@ -22,7 +22,7 @@ def ttt_configs(cfg: Any, mcfg: Any) -> tuple[Any, Any, Any]:
   lcfg = lora_lib.LoraConfig(rank=cfg.ttt.lora_rank, alpha=cfg.ttt.lora_alpha,
                              targets=tuple(cfg.ttt.lora_targets))
   overrides = {} if cfg.ttt.learning_rate is None else {"learning_rate": cfg.ttt.learning_rate}
-  ocfg = optim.ttt_optim_config(mcfg.name, clip_norm=cfg.ttt.clip_norm, **overrides)
+  ocfg = optim.ttt_optim_config(mcfg, clip_norm=cfg.ttt.clip_norm, **overrides)
   tcfg = ttt.TTTConfig(batch_size=cfg.ttt.batch_size, epochs=cfg.ttt.epochs, n_max=cfg.ttt.n_max,
                        max_tokens=min(cfg.ttt.max_tokens, mcfg.max_seq_len),
                        loss_mode=cfg.ttt.loss_mode,

@@ -18,6 +18,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ttt_jax.model import config
+from ttt_jax.model.config import ModelConfig
+
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
@@ -47,15 +50,23 @@ class OptimConfig:
     return dataclasses.replace(self, **kw)
 
 
-def ttt_optim_config(model_name: str = "", **overrides: Any) -> OptimConfig:
-  """The paper's TTT optimizer: AdamW, wd 0.01, warmup a tenth, cosine; lr 5e-5 for 1B/3B, else 1e-4.
+def ttt_learning_rate(model: ModelConfig) -> float:
+  """The paper's TTT rate by model size: 5e-5 for its 1B and 3B Llamas, 1e-4 for its 8B. Models
+  of 0.5B-5B parameters get 5e-5, every other size 1e-4 (also the small from-scratch models,
+  whose TTT was tuned at 1e-4): a rule on the shape, not on the name."""
+  return 5e-5 if 0.5e9 <= model.num_params < 5e9 else 1e-4
 
+
+def ttt_optim_config(model: ModelConfig | str, **overrides: Any) -> OptimConfig:
+  """The paper's TTT optimizer: AdamW, wd 0.01, warmup a tenth, cosine; lr ``ttt_learning_rate``.
+
+  ``model``: the model's config, or a preset name (``ttt_jax.model.config.get_config``).
   Gradients are clipped to global norm 1 by default (the usual fine-tuning safeguard); the
   reference code does not clip, which ``clip_norm=None`` reproduces.
   """
-  small_llama = any(s in model_name.lower() for s in ("1b", "3b"))
-  cfg = OptimConfig(learning_rate=5e-5 if small_llama else 1e-4, warmup_frac=0.1,
-                    weight_decay=0.01, clip_norm=1.0)
+  if isinstance(model, str):
+    model = config.get_config(model)
+  cfg = OptimConfig(learning_rate=ttt_learning_rate(model), warmup_frac=0.1, weight_decay=0.01, clip_norm=1.0)
   return cfg.replace(**overrides)
 
 

@@ -247,7 +247,7 @@ def run_ttt_from_config(cfg: Any) -> dict:
   optim_kw = dict(cfg.optim)
   if optim_kw.get("learning_rate") is None:  # None: the paper's choice for the model
     optim_kw.pop("learning_rate", None)
-  ocfg = ttt_optim_config(mcfg.name, **optim_kw)
+  ocfg = ttt_optim_config(mcfg, **optim_kw)
   tcfg = TTTConfig(**dict(cfg.ttt))
   tasks, errors = arc_io.load_tasks(cfg.tasks)
   if errors:
