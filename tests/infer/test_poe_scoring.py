@@ -141,3 +141,26 @@ def test_answers_are_greedy_exactly_when_decoding_returns_them():
   assert got.tolist() == [True, True, False, False]
   swapped = scoring.answers_are_greedy(PARAMS, ad, prompts, greedy[::-1], cfg=CFG, lora_cfg=LCFG)
   assert swapped.tolist() == [np.array_equal(greedy[0], greedy[1])] * 2
+
+
+def test_row_counts_share_one_program_and_padding_rows_change_nothing():
+  """3 and 5 (prompt, answer) rows pad to 8: one compiled program, the same scores and greedy
+  agreement as without row padding."""
+  task, ad = _task(9, 2), _adapter(10)
+  vs = views.make_views(task, 0, n_orders=1)[:5]
+  cands = _candidates(11, 1)
+  prompts = [v.prompt_T for v in vs]
+  answers = [scoring.answer_tokens(v, cands[0]) for v in vs]
+  kw = dict(cfg=CFG, lora_cfg=LCFG)
+  scoring.answer_logprobs(PARAMS, ad, prompts[:3], answers[:3], **kw)
+  programs = scoring._sequence_logprobs_jit._cache_size()
+  scoring.answer_logprobs(PARAMS, ad, prompts[:5], answers[:5], **kw)
+  assert scoring._sequence_logprobs_jit._cache_size() == programs  # 3 and 5 rows: one 8-row program
+  for n in (3, 5):
+    padded = scoring.answer_logprobs(PARAMS, ad, prompts[:n], answers[:n], **kw)
+    exact = scoring.answer_logprobs(PARAMS, ad, prompts[:n], answers[:n], rows_multiple=1, **kw)
+    assert padded.shape == (n,)
+    np.testing.assert_allclose(padded, exact, rtol=1e-6, atol=1e-5)
+    for got, want in zip(scoring.greedy_matches(PARAMS, ad, prompts[:n], answers[:n], **kw),
+                         scoring.greedy_matches(PARAMS, ad, prompts[:n], answers[:n], rows_multiple=1, **kw)):
+      np.testing.assert_allclose(got, want)

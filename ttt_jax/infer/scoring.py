@@ -83,8 +83,19 @@ def _greedy_hits(params, adapter, tokens_BxT, mask_BxT, answer_BxT, *, cfg, lora
           jnp.sum(hit_BxT & ans_BxT, axis=-1), jnp.sum(ans_BxT, axis=-1))
 
 
+def _padded_rows(prompts: Sequence[np.ndarray], answers: Sequence[np.ndarray], length_multiple: int,
+                 rows_multiple: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Right-padded (tokens, mask, answer marks) with the row count rounded up to a multiple of
+  ``rows_multiple`` by rows that mark no answer token (callers drop them): few compiled shapes
+  whatever the number of demonstrations or candidates."""
+  extra = bucket(len(prompts), rows_multiple) - len(prompts)
+  length = bucket(max(len(p) + len(a) for p, a in zip(prompts, answers)), length_multiple)
+  return right_pad(list(prompts) + [prompts[0]] * extra, list(answers) + [np.zeros(0, np.int32)] * extra,
+                   length)
+
+
 def greedy_matches(params, adapter, prompts: Sequence[np.ndarray], answers: Sequence[np.ndarray],
-                   *, cfg, lora_cfg=None, length_multiple: int = 64
+                   *, cfg, lora_cfg=None, length_multiple: int = 64, rows_multiple: int = 8
                    ) -> tuple[np.ndarray, np.ndarray]:
   """Teacher-forced greedy agreement of each answer, in one forward pass: (exact bool[n]:
   greedy decoding returns the whole answer, i.e. every answer token is the argmax given the
@@ -92,12 +103,13 @@ def greedy_matches(params, adapter, prompts: Sequence[np.ndarray], answers: Sequ
   Exact ties between logits count as the truth's token winning."""
   if not prompts:
     return np.zeros(0, bool), np.zeros(0)
-  length = bucket(max(len(p) + len(a) for p, a in zip(prompts, answers)), length_multiple)
-  t, m, a = right_pad(prompts, answers, length)
+  t, m, a = _padded_rows(prompts, answers, length_multiple, rows_multiple)
   exact, hits, total = _greedy_hits(params, adapter, jnp.asarray(t), jnp.asarray(m),
                                     jnp.asarray(a), cfg=cfg,
                                     lora_cfg=lora_cfg if adapter is not None else None)
-  return np.asarray(exact, bool), np.asarray(hits, np.float64) / np.maximum(np.asarray(total), 1)
+  n = len(prompts)
+  return (np.asarray(exact, bool)[:n],
+          np.asarray(hits, np.float64)[:n] / np.maximum(np.asarray(total)[:n], 1))
 
 
 def answers_are_greedy(params, adapter, prompts: Sequence[np.ndarray],
@@ -117,18 +129,18 @@ def _sequence_logprobs_many(params, adapters_K, tokens_KxBxT, mask_KxBxT, answer
 
 
 def answer_logprobs(params, adapter, prompts: Sequence[np.ndarray], answers: Sequence[np.ndarray],
-                    *, cfg, lora_cfg=None, length_multiple: int = 64) -> np.ndarray:
+                    *, cfg, lora_cfg=None, length_multiple: int = 64, rows_multiple: int = 8) -> np.ndarray:
   """log p(answers[i] | prompts[i]) for each i, in one forward pass: float64 scores[n].
 
-  Sequences are right-padded to a multiple of ``length_multiple`` (few compiled shapes).
+  Sequences are right-padded to a multiple of ``length_multiple`` and their count to a
+  multiple of ``rows_multiple`` (few compiled shapes).
   """
   if not prompts:
     return np.zeros(0)
-  length = bucket(max(len(p) + len(a) for p, a in zip(prompts, answers)), length_multiple)
-  t, m, a = right_pad(prompts, answers, length)
+  t, m, a = _padded_rows(prompts, answers, length_multiple, rows_multiple)
   out = _sequence_logprobs_jit(params, adapter, jnp.asarray(t), jnp.asarray(m), jnp.asarray(a),
                                cfg=cfg, lora_cfg=lora_cfg if adapter is not None else None)
-  return np.asarray(out, np.float64)
+  return np.asarray(out, np.float64)[:len(prompts)]
 
 
 def _poe_rows(views: Sequence[View], candidates: Sequence[Grid]
