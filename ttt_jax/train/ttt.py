@@ -103,15 +103,17 @@ def train_group(params: PyTree, datasets: Sequence[Sequence[Any]], task_ids: Seq
   if initial is not None:
     starts[:len(task_ids)] = [jax.tree.map(np.asarray, a) for a in initial]
   adapters = lora.stack(starts)
-  init = functools.partial(steps.init_multitask_state, adapters, ocfg, plan.steps_K)
+  # The adapters and step counts are arguments, not closure constants baked into the program.
+  init = lambda adapters_K, steps_K: steps.init_multitask_state(adapters_K, ocfg, steps_K)
+  init_args = (adapters, np.asarray(plan.steps_K))
   if step_fn is None:
     from ttt_jax.model import transformer  # pylint: disable=g-import-not-at-top
     apply_fn = functools.partial(transformer.forward_hidden, cfg=mcfg, lora_cfg=lcfg)
     step_fn = steps.jit_multitask_step(apply_fn, ocfg)
   if mesh is not None:
-    state, _ = sharding.sharded_init(init, mesh, task_axis=True)
+    state, _ = sharding.sharded_init(init, mesh, task_axis=True, args=init_args)
   else:
-    state = init()
+    state = init(*init_args)
   losses, t0 = [], time.perf_counter()
   for s in range(plan.num_steps):
     batch = plan.batch(s)  # host work overlaps the previous (asynchronously dispatched) step
