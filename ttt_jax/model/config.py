@@ -105,7 +105,8 @@ class ModelConfig:
     alone: embeddings, head unless tied, attention, MLP, norms and grid-position tables."""
     d = self.dim
     layer = d * (self.q_dim + 2 * self.kv_dim) + self.q_dim * d + 3 * d * self.ffn_dim + 2 * d
-    grid = d * (2 * 32 + 3) if self.grid_positions else 0  # row, column (32 each) and role (3) tables
+    from ttt_jax.model import grid_positions  # pylint: disable=g-import-not-at-top (jax; config stays light)
+    grid = d * (2 * grid_positions.MAX_COORD + grid_positions.NUM_ROLES) if self.grid_positions else 0
     head = 0 if self.tie_embeddings else d * self.vocab_size
     return self.vocab_size * d + head + self.n_layers * layer + d + grid
 
