@@ -95,8 +95,10 @@ def test_untouched_sections_leave_configs_unchanged(tmp_path):
   saved = config.get_config("tiny").replace(grid_positions=True, remat=True, name="saved")
   store.save_model(str(tmp_path / "m"), transformer.init_params(saved, jax.random.key(0)), saved)
   _, loaded = checkpoint.load_base_model(
-      str(tmp_path / "m"), "", overrides.set_overrides(parse("pipeline.py:paper").model_overrides))
+      str(tmp_path / "m"), "", overrides.set_overrides(parse("finetune.py").model_overrides))
   assert loaded == saved
+  # the paper preset sets one field: layer remat (memory, not results: experiments/memory_plan.py)
+  assert overrides.set_overrides(parse("pipeline.py:paper").model_overrides) == {"remat": True}
   # the CPU-sized pipeline presets set one field: blocked attention, the rest as saved
   cpu = overrides.set_overrides(parse("pipeline.py").model_overrides)
   assert cpu == {"attention_impl": "blocked"}

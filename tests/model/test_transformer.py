@@ -118,7 +118,7 @@ def test_chunked_forward_with_cache_equals_full_forward(params):
   np.testing.assert_allclose(chunked * mask[..., None], full * mask[..., None], atol=1e-5)
 
 
-@pytest.mark.parametrize("attention", [None, "blocked"])
+@pytest.mark.parametrize("attention", [None, "blocked", "flash"])
 def test_prefill_cache_equals_forward_with_cache_from_an_empty_cache(params, attention):
   """The cache-free prefill returns the cache the reference path fills, padded to cache_len,
   and the chunks that follow it give the full pass's logits."""

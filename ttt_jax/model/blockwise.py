@@ -10,12 +10,25 @@ B x block x V tensor. As levanter's blockwise cross-entropy and tunix's chunked 
 
 from __future__ import annotations
 
+from typing import Optional
+
 import jax
 import jax.numpy as jnp
 
 from ttt_jax.model.transformer import Hidden
 
-DEFAULT_BLOCK = 512  # tokens per block
+DEFAULT_BLOCK = 512  # tokens per block at most
+BLOCK_BYTES = 256 << 20  # float32 logits per block at most (rows x block x vocabulary)
+
+
+def auto_block(rows: int, vocab: int) -> int:
+  """Tokens per block: ``DEFAULT_BLOCK``, halved until a block's float32 logits fit
+  ``BLOCK_BYTES`` (a Llama vocabulary with 8 rows: 64 tokens), at least 16. Any block gives
+  the same values: each token's log-probability is its own."""
+  block = DEFAULT_BLOCK
+  while block > 16 and rows * block * vocab * 4 > BLOCK_BYTES:
+    block //= 2
+  return block
 
 
 @jax.checkpoint
@@ -28,12 +41,14 @@ def _block_scores(states_BxCxD, head_DxV, targets_BxC):
   return truth_BxC - lse_BxC, top_BxC
 
 
-def target_logprobs(hidden: Hidden, targets_BxT: jax.Array, *, block: int = DEFAULT_BLOCK
+def target_logprobs(hidden: Hidden, targets_BxT: jax.Array, *, block: Optional[int] = None
                     ) -> tuple[jax.Array, jax.Array]:
   """(log p(target) float32 BxT, target is the argmax bool BxT) at every position, where
-  ``hidden`` holds the states that predict ``targets_BxT`` (already shifted by the caller)."""
+  ``hidden`` holds the states that predict ``targets_BxT`` (already shifted by the caller).
+  ``block``: tokens per block (None: ``auto_block``)."""
   states_BxTxD, head_DxV = hidden
   B, T, D = states_BxTxD.shape
+  block = block or auto_block(B, head_DxV.shape[-1])
   n = -(-T // block)
   pad = n * block - T
   states = jnp.pad(states_BxTxD, ((0, 0), (0, pad), (0, 0))).reshape(B, n, block, D).swapaxes(0, 1)
@@ -43,6 +58,6 @@ def target_logprobs(hidden: Hidden, targets_BxT: jax.Array, *, block: int = DEFA
   return unblock(logp_NxBxC), unblock(top_NxBxC)
 
 
-def token_nll(hidden: Hidden, targets_BxT: jax.Array, *, block: int = DEFAULT_BLOCK) -> jax.Array:
+def token_nll(hidden: Hidden, targets_BxT: jax.Array, *, block: Optional[int] = None) -> jax.Array:
   """Per-token negative log-likelihood in float32 (``steps.token_nll`` without the logits)."""
   return -target_logprobs(hidden, targets_BxT, block=block)[0]

@@ -43,6 +43,8 @@ class ModelConfig:
   # multiple of 8 up to 128. See ttt_jax.model.transformer.uses_fused_attention. "blocked": the
   # explicit mask, one block of queries at a time over the keys up to it (no cache only), which
   # skips the masked upper triangle: the CPU's choice (transformer.blocked_causal_attention).
+  # "flash": the fused algorithm in pure JAX (ttt_jax.model.flash_attention), memory linear in
+  # T, any dtype or backend; no cache only (decode steps run cached_attention).
   attention_impl: Optional[str] = None
   init_std: float = 0.02
   # Learned row/column/role embeddings derived from the compact-vocabulary token stream
@@ -63,8 +65,8 @@ class ModelConfig:
     if self.grid_positions and self.vocab_size != tokens.VOCAB_SIZE:
       raise ValueError(f"{where}: grid_positions needs the compact ARC vocabulary "
                        f"(vocab_size={tokens.VOCAB_SIZE}), got vocab_size={self.vocab_size}")
-    if self.attention_impl not in (None, "xla", "cudnn", "blocked"):
-      raise ValueError(f"{where}: attention_impl must be None, 'xla', 'cudnn' or 'blocked', "
+    if self.attention_impl not in (None, "xla", "cudnn", "blocked", "flash"):
+      raise ValueError(f"{where}: attention_impl must be None, 'xla', 'cudnn', 'blocked' or 'flash', "
                        f"got {self.attention_impl!r}")
     if self.rope_scaling is not None:
       rs = dict(self.rope_scaling)

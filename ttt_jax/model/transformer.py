@@ -21,7 +21,9 @@ contiguous run, the rule is "causal within the run", so rows are rotated to
 start at their run and cuDNN gets ``is_causal`` plus per-row lengths. On a CPU,
 ``attention_impl="blocked"`` keeps the explicit mask but computes attention one block of
 queries at a time over the keys up to that block (training and scoring, no cache), skipping
-the masked upper triangle.
+the masked upper triangle. ``attention_impl="flash"`` (``ttt_jax.model.flash_attention``) is
+cuDNN's algorithm in pure JAX: no mask tensor, and memory linear in ``T`` (the backward pass
+recomputes each block's probabilities), for backends without a fused kernel.
 
 A chunk after a cache (decode steps, DFS expansions) runs the layers unrolled, each writing
 the chunk into its own cache arrays in place and attending over them (``cached_attention``):
@@ -38,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ttt_jax.model import flash_attention
 from ttt_jax.model import grid_positions
 from ttt_jax.model.config import ModelConfig
 
@@ -235,6 +238,8 @@ class Attention(nn.Module):
       k = jax.lax.dynamic_update_slice(cache_kv[0], k_new.astype(cache_kv[0].dtype), (0, 0, cache_index, 0))
       v = jax.lax.dynamic_update_slice(cache_kv[1], v_new.astype(cache_kv[1].dtype), (0, 0, 0, cache_index))
       out = cached_attention(q, k.astype(q.dtype), v.astype(q.dtype), attn_mask_Bx1xTxS)
+    elif attn_mask_Bx1xTxS is None and cfg.attention_impl == "flash":
+      out = flash_attention.causal_attention(q, k, v, fused_mask_BxT, flash_attention.DEFAULT_BLOCK)
     elif attn_mask_Bx1xTxS is None:
       out = fused_causal_attention(q, k, v, fused_mask_BxT, FUSED_BACKEND)
     elif cfg.attention_impl == "blocked":
@@ -321,7 +326,7 @@ class Transformer(nn.Module):
       block = nn.remat(Block, prevent_cse=False, policy=jax.checkpoint_policies.nothing_saveable)
     if cache is None:
       attn_mask, fused_mask = None, mask_BxT
-      if not uses_fused_attention(cfg, T):
+      if not (uses_fused_attention(cfg, T) or cfg.attention_impl == "flash"):
         attn_mask, fused_mask = explicit_attention_mask(mask_BxT, 0, T), None
       layers = nn.scan(block, variable_axes={"params": 0, "lora": 0}, split_rngs={"params": True},
                        in_axes=(nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.n_layers)
