@@ -147,6 +147,25 @@ def test_pretraining_resumes_to_the_same_state_and_counts_tokens(tmp_path):
                  pool=pool, log=logs.append)
 
 
+def test_ablation_arms_drop_the_task_table_or_switch_grid_positions(tmp_path):
+  pool = data.pool_from_tasks([_task(s) for s in range(5)], max_tokens=65)
+  cfg = pretrain.PretrainConfig(out_dir=str(tmp_path / "none"), model="tiny", buckets=(64,),
+                                tokens_per_batch=128, steps=3, log_every=0, warmup_steps=1,
+                                task_embedding=False, grid_positions=True)
+  pretrain.run(cfg, pool=pool, log=lambda s: None)
+  params, mcfg, _ = pretrain.load_trained(str(tmp_path / "none" / "checkpoint"))
+  assert mcfg.grid_positions and "row_embed" in params["base"]
+  assert not np.any(np.asarray(params["task"]))  # never read, never trained: still zero
+  fresh = model.init_params(mcfg, len(pool), jax.random.key(0))
+  assert not np.allclose(params["base"]["embed"], fresh["base"]["embed"])  # the rest trained
+  # with the table, the same batch's loss depends on the task rows; without, it does not
+  batch = data.sample_batch(pool, 0, 0, 128, (64,), 0.0)
+  shuffled = batch._replace(task=np.roll(batch.task, 1))
+  no_table = [float(model.pool_loss(fresh, b, cfg=mcfg, task_embedding=False)[0]) for b in (batch, shuffled)]
+  table = [float(model.pool_loss(fresh, b, cfg=mcfg)[0]) for b in (batch, shuffled)]
+  assert no_table[0] == no_table[1] and table[0] != table[1]
+
+
 def test_evaluate_runs_ttt_decodes_and_scores(tmp_path):
   from ttt_jax.taskemb import evaluate
   params = model.init_params(MCFG, 4, jax.random.key(3))

@@ -55,10 +55,14 @@ def loss_sums(base: Params, lora: Optional[dict], task_vec_BxD: jax.Array, aug_t
   return jnp.sum(token_nll(lg, batch.targets) * w), jnp.sum(w), jnp.sum(hits * (w > 0))
 
 
-def pool_loss(params: Params, batch: PairBatch, *, cfg: ModelConfig) -> tuple[jax.Array, dict]:
-  """Token-mean output loss of pool tasks (rows of the task table)."""
-  s, w, hits = loss_sums(params["base"], None, jnp.take(params["task"], batch.task, axis=0),
-                         params["aug"], batch, cfg=cfg)
+def pool_loss(params: Params, batch: PairBatch, *, cfg: ModelConfig, task_embedding: bool = True
+              ) -> tuple[jax.Array, dict]:
+  """Token-mean output loss of pool tasks (rows of the task table). ``task_embedding=False``
+  (the ablation) conditions on the augmentation alone: the table is neither read nor trained."""
+  task_vec_BxD = jnp.take(params["task"], batch.task, axis=0)
+  if not task_embedding:
+    task_vec_BxD = jnp.zeros_like(task_vec_BxD)
+  s, w, hits = loss_sums(params["base"], None, task_vec_BxD, params["aug"], batch, cfg=cfg)
   denom = jnp.maximum(w, 1.0)
   return s / denom, {"tokens": w, "token_acc": hits / denom}
 

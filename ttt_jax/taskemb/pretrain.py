@@ -56,6 +56,10 @@ class PretrainConfig:
   # leaves a checkpoint that a CPU resumes in float32)
   compute_dtype: str = ""
   attention_impl: str = ""
+  # ablations (a new model only): no task embedding (the augmentation alone conditions, the
+  # table stays zero), and grid positions on/off (None: the model preset's)
+  task_embedding: bool = True
+  grid_positions: Optional[bool] = None
 
   def replace(self, **kw: Any) -> "PretrainConfig":
     return dataclasses.replace(self, **kw)
@@ -84,12 +88,13 @@ def pool_digest(pool: data.Pool) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def make_step(mcfg: config_lib.ModelConfig, ocfg: optim.OptimConfig):
+def make_step(mcfg: config_lib.ModelConfig, ocfg: optim.OptimConfig, task_embedding: bool = True):
   """The jitted pretraining step (cached: runs in one process share its compiled programs)."""
   direction = optim.make_direction(ocfg)
+  loss_fn = functools.partial(model.pool_loss, cfg=mcfg, task_embedding=task_embedding)
 
   def step(state: TrainState, batch: data.PairBatch):
-    (loss, aux), g = jax.value_and_grad(model.pool_loss, has_aux=True)(state.trainable, batch, cfg=mcfg)
+    (loss, aux), g = jax.value_and_grad(loss_fn, has_aux=True)(state.trainable, batch)
     updates, opt_state = direction.update(g, state.opt_state, state.trainable)
     lr = optim.warmup_cosine(state.step, state.total_steps, ocfg)
     params = optax.apply_updates(state.trainable, jax.tree.map(lambda u: -lr * u, updates))
@@ -139,8 +144,11 @@ def run(cfg: PretrainConfig, *, pool: Optional[data.Pool] = None, clock=time.mon
     step0, ledger = int(saved["step"]), saved
     log(f"taskemb: resumed {source} at step {step0} ({saved['tokens_seen']:,} tokens seen)")
   else:
-    mcfg = config_lib.get_config(cfg.model)
+    mcfg = config_lib.get_config(cfg.model, **({} if cfg.grid_positions is None
+                                                else {"grid_positions": cfg.grid_positions}))
     params = model.init_params(mcfg, len(pool), jax.random.key(cfg.seed))
+    if not cfg.task_embedding:
+      params["task"] = jnp.zeros_like(params["task"])  # the no-TTT vector (the mean) is then zero
     opt_state = optim.make_direction(ocfg).init(params)
     step0 = 0
     ledger = {"tokens_seen": 0, "hours": {}, "runs": []}
@@ -152,7 +160,7 @@ def run(cfg: PretrainConfig, *, pool: Optional[data.Pool] = None, clock=time.mon
     run_mcfg = run_mcfg.replace(dtype=cfg.compute_dtype)
   if cfg.attention_impl:
     run_mcfg = run_mcfg.replace(attention_impl=cfg.attention_impl)
-  step_fn = make_step(run_mcfg, ocfg)
+  step_fn = make_step(run_mcfg, ocfg, cfg.task_embedding)
   tokens_seen = int(ledger["tokens_seen"])
   hours = dict(ledger.get("hours", {}))  # wall hours per device
   cpu_hours = dict(ledger.get("cpu_hours", {}))
