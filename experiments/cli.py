@@ -1,6 +1,6 @@
 """One entry point for the config binaries: flag and config-field mistakes in one line, exit 2.
 
-A misspelled ``--config.ttt.lora_rnak=8`` otherwise surfaces as dozens of lines of chained
+A misspelled ``--config.lora.rnak=8`` otherwise surfaces as dozens of lines of chained
 tracebacks from inside ml_collections, with its "did you mean" hint escaped and buried.
 """
 

@@ -2,7 +2,7 @@ r"""Per-task test-time training: one LoRA adapter per task, K tasks per compiled
 
   python -m experiments.ttt --config=experiments/configs/ttt.py:quick
   python -m experiments.ttt --config=experiments/configs/ttt.py \
-      --config.params=runs/finetune/params --config.tasks=dev80 --config.out_dir=runs/ttt
+      --config.model_dir=runs/finetune/params --config.tasks=dev80 --config.out_dir=runs/ttt
 
 The reference code's TTT settings (no gradient clipping, its data set, LoRA without o):
 

@@ -87,7 +87,7 @@ state() {
 finetune() {  # one run of the training binary on OUT; extra flags follow
   local args=(--config="$ROOT/experiments/configs/finetune.py:$PRESET" --config.out_dir="$OUT")
   if [[ -n "${INIT_PARAMS:-}" ]]; then
-    args+=(--config.init_params="$INIT_PARAMS")
+    args+=(--config.model_dir="$INIT_PARAMS")
   fi
   XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.85}" \
     "$PYTHON" -m experiments.finetune "${args[@]}" "$@" "${TRAIN_ARGS[@]}" &

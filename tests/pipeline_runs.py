@@ -46,7 +46,7 @@ def command(out_dir: str) -> list[str]:
   """The pipeline binary on 4 small tasks; groups of 2 so that two processes both get work."""
   return [sys.executable, "-m", "experiments.pipeline", f"--config.tasks={TASKS}",
           f"--config.model_dir={model_dir()}", f"--config.out_dir={out_dir}",
-          "--config.ttt.lora_rank=4", "--config.ttt.n_max=4", "--config.ttt.epochs=1",
+          "--config.lora.rank=4", "--config.ttt.n_max=4", "--config.ttt.epochs=1",
           "--config.ttt.max_tokens=512", "--config.ttt.group_size=2",
           "--config.infer.max_tokens=512", "--config.infer.n_orders=1",
           "--config.infer.answer_budget=demos",

@@ -20,7 +20,7 @@ def _run(*args):
     (("experiments.taskemb_train", "--config=experiments/configs/taskemb.py:quick", "--config.max_minuts=1"),
      "no config field 'max_minuts' (did you mean 'max_minutes'?)"),
     # the default config file: ml_collections applies overrides when the flag is defined
-    (("experiments.pipeline", "--config.ttt.lora_rnak=8"), "no config field 'lora_rnak' (did you mean 'lora_rank'?)"),
+    (("experiments.pipeline", "--config.lora.rnak=8"), "no config field 'rnak' (did you mean 'rank'?)"),
     (("experiments.taskemb_train", "--config.steps=abc"), "invalid literal for int()"),
 ])
 def test_a_mistake_is_one_line_with_its_hint_and_exit_code_2(args, expect):

@@ -29,7 +29,7 @@ TINY_TRAIN = " ".join([
     "--config.data.feed_workers=1", "--config.data.num_eval_tasks=2", "--config.eval_every=40",
     "--config.checkpoint_every=10", "--config.log_every=10", "--config.async_checkpoint=False"])
 TINY_EVAL = " ".join([
-    "--config.ttt.n_max=4", "--config.ttt.epochs=1", "--config.ttt.lora_rank=4",
+    "--config.ttt.n_max=4", "--config.ttt.epochs=1", "--config.lora.rank=4",
     "--config.ttt.max_tokens=1024", "--config.infer.max_tokens=1024",
     "--config.infer.answer_budget=demos", "--config.infer.n_orders=1"])
 

@@ -26,7 +26,7 @@ def tiny_model_dir(tmp_path_factory):
 def _config(tasks, model_dir, out_dir):
   c = pipeline_config.get_config()
   c.tasks, c.model_dir, c.out_dir = tasks, model_dir, out_dir
-  c.ttt.lora_rank, c.ttt.n_max, c.ttt.epochs, c.ttt.max_tokens = 4, 4, 1, 512
+  c.lora.rank, c.ttt.n_max, c.ttt.epochs, c.ttt.max_tokens = 4, 4, 1, 512
   c.infer.max_tokens, c.infer.n_orders, c.infer.answer_budget = 512, 1, "demos"
   return c
 
@@ -303,3 +303,39 @@ def test_self_train_learning_rate_replaces_ttts_only_when_set(monkeypatch):
     c.self_train.learning_rate = rate
     selftrain_stage.run(c, [], None, mcfg, None, {}, {}, task_parallel=False)
   assert seen == [3e-4, 2e-3]
+
+
+_NO_BASE_TRANSFERS = """
+import json, sys
+import jax
+from tests.test_pipeline import _config
+from ttt_jax import pipeline
+from ttt_jax.model import config, store, transformer
+d, out = sys.argv[1], sys.argv[2]
+cfg = config.get_config("tiny", dtype="float32", max_seq_len=1024)
+params = transformer.init_params(cfg, jax.random.key(0))
+store.save_model(d, params, cfg, dtype="float32")
+c = _config("dev80-small:1", d, out)
+c.search.method, c.search.views, c.search.max_expansions = "dfs", 1, 40
+c.select.method, c.select.views = "vote+poe", 2
+jax.config.update("jax_transfer_guard", "log")
+pipeline.run_pipeline(c)
+print(json.dumps([list(x.shape) for x in jax.tree.leaves(params) if x.ndim >= 2 and x.size >= 1024]))
+"""
+
+
+def test_no_stage_copies_the_base_from_host_memory(tmp_path):
+  """TTT, decoding, depth-first search and PoE scoring run with the base placed on the device
+  once: JAX logs every implicit host-to-device transfer, and none has a base weight's shape."""
+  import re
+  import subprocess
+  import sys
+  r = subprocess.run([sys.executable, "-c", _NO_BASE_TRANSFERS, str(tmp_path / "m"), str(tmp_path / "run")],
+                     capture_output=True, text=True, timeout=600,
+                     cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert r.returncode == 0, r.stderr[-3000:]
+  base_shapes = {tuple(s) for s in json.loads(r.stdout.strip().splitlines()[-1])}
+  moved = re.findall(r"host-to-device transfer: aval=ShapedArray\(float32\[([0-9,]*)\]", r.stderr)
+  assert moved, "the guard logged nothing: is jax_transfer_guard=log in effect?"
+  shapes = {tuple(int(n) for n in m.split(",") if n) for m in moved}
+  assert not shapes & base_shapes, sorted(shapes & base_shapes)

@@ -40,8 +40,7 @@ def model_config(name: str, cfg, **overrides) -> config_lib.ModelConfig:
 
 
 def lora_config(cfg) -> lora_lib.LoraConfig:
-  return lora_lib.LoraConfig(rank=int(cfg.lora_cfg.rank), alpha=float(cfg.lora_cfg.alpha),
-                             targets=tuple(cfg.lora_cfg.targets))
+  return lora_lib.from_fields(cfg.lora_cfg)
 
 
 def optim_config(model_name: str) -> optim.OptimConfig:

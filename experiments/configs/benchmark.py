@@ -25,7 +25,7 @@ def get_config(preset: str = "gpu") -> config_dict.ConfigDict:
   # (``lora_base_param_dtype``), full fine-tuning keeps float32 master weights (mixed precision).
   c.model_overrides = overrides.override_fields(dtype="bfloat16")  # any ModelConfig field but rope_scaling
   c.lora_base_param_dtype = "bfloat16"
-  c.lora_cfg = config_dict.ConfigDict(dict(rank=64, alpha=16.0, targets=("q", "v", "o", "gate", "up", "down")))
+  c.lora_cfg = overrides.lora_section()  # the adapters every measurement uses (the common defaults)
   # 0: look the device up in the tables of experiments/benchmark.py (CPU has none: columns say n/a).
   c.peak_flops = 0.0  # dense bf16 FLOP/s of one device
   c.hbm_bandwidth = 0.0  # bytes/s of one device

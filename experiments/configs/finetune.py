@@ -25,9 +25,10 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
   # Every ModelConfig field but rope_scaling, unset (None) unless given, e.g.
   # --config.model_overrides.dim=256 --config.model_overrides.remat=True (ttt_jax.model.overrides).
   c.model_overrides = overrides.override_fields()
-  c.init_params = ""  # directory written by a previous run's save_params (out_dir/params)
-  c.lora = config_dict.ConfigDict(dict(enabled=False, rank=64, alpha=16.0,
-                                       targets=("q", "v", "o", "gate", "up", "down")))
+  # The base model to start from (every binary's name for it): a previous run's out_dir/params, a
+  # ttt_jax.model.store directory, an HF Llama directory or an orbax tree; "" = the preset, random.
+  c.model_dir = ""
+  c.lora = overrides.lora_section(enabled=False)  # + rank, alpha, targets (the common defaults)
   # The paper's initial fine-tuning: lr 2.5e-5, batch 32, cosine with 2k warmup, up to 16k steps.
   c.optim = config_dict.ConfigDict(dict(
       learning_rate=2.5e-5, warmup_steps=2000, warmup_frac=0.0, final_lr_frac=0.0,

@@ -39,9 +39,11 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
   # JAX's persistent compilation cache (ttt_jax.compile_cache): later runs with the same shapes
   # skip the minutes of compiling the decode loop on CPU; {host}: one per machine. "": off.
   c.jax_cache_dir = "~/.cache/ttt_jax/jax/{host}"
+  # The TTT adapters (rank, alpha, targets; --config.lora.rank=...), as in every binary. Rank 32
+  # for the embedded 0.8M-parameter model; the paper preset sets its 128.
+  c.lora = overrides.lora_section(rank=32)
   c.ttt = config_dict.ConfigDict(dict(
-      enabled=True, lora_rank=32, lora_alpha=16.0,
-      lora_targets=("q", "v", "o", "gate", "up", "down"),
+      enabled=True,
       learning_rate=config_dict.placeholder(float),  # None: the paper's choice for the model
       # max_tokens 1024: the embedded arc-cpu model trained on episodes of at most 1024 tokens,
       # and on 2 CPU cores a 2048-token TTT group of 4 tasks took 322 s against 86 s at 1024.
@@ -108,8 +110,8 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
 
   if preset == "paper":
     c.tasks = "dev80"
-    c.ttt.lora_rank, c.ttt.n_max, c.ttt.max_tokens = 128, 250, 8192
-    c.ttt.lora_targets = ("q", "v", "gate", "up", "down")
+    c.lora.rank, c.ttt.n_max, c.ttt.max_tokens = 128, 250, 8192
+    c.lora.targets = ("q", "v", "gate", "up", "down")
     c.ttt.clip_norm = None
     c.ttt.data_mode = "reference"
     c.ttt.group_size, c.ttt.min_bucket = 8, 256

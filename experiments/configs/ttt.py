@@ -17,12 +17,11 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
   c = config_dict.ConfigDict()
   c.model = "arc-small"
   c.model_overrides = overrides.override_fields()  # --config.model_overrides.FIELD=... (any ModelConfig field)
-  c.params = ""  # fine-tuned parameters (finetune's out_dir/params); "" = random init (smoke only)
+  c.model_dir = ""  # the base model (finetune's out_dir/params, a model or HF dir); "" = random (smoke only)
   c.tasks = "dev80"  # any ttt_jax.arc.io.load_tasks spec; "name:N" keeps the first N
   c.out_dir = "runs/ttt"
   c.overwrite = False  # retrain tasks whose adapters already exist
-  c.lora = config_dict.ConfigDict(dict(rank=64, alpha=16.0,
-                                       targets=("q", "v", "o", "gate", "up", "down")))
+  c.lora = overrides.lora_section()  # rank, alpha, targets (ttt_jax.model.config.LORA_DEFAULTS)
   c.optim = config_dict.ConfigDict(dict(
       learning_rate=config_dict.placeholder(float), warmup_frac=0.1, weight_decay=0.01,
       clip_norm=config_dict.FieldReference(1.0, field_type=float),  # None or 0: no clipping

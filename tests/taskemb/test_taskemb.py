@@ -13,6 +13,7 @@ import pytest
 from ttt_jax.arc.task import Pair, Task
 from ttt_jax.data import tokens
 from ttt_jax.model import config, decode, transformer
+from ttt_jax.model import lora as lora_lib
 from ttt_jax.taskemb import checkpoint, data, model, predict, pretrain, ttt
 
 MCFG = config.get_config("tiny").replace(dtype="float32")
@@ -93,7 +94,7 @@ def test_grouped_ttt_equals_one_task_at_a_time(mode):
   # eps far above float32 rounding noise: a trajectory is then well conditioned (see
   # tests/train/test_steps.py); 1e-3 * lr over a few steps holds on any reduction order
   tcfg = ttt.TTTConfig(mode=mode, steps=3, rows=2, learning_rate=1e-2, base_learning_rate=1e-2,
-                       buckets=(32, 64), adam_eps=1e-3, lora_rank=2)
+                       buckets=(32, 64), adam_eps=1e-3, lora=lora_lib.LoraConfig(rank=2, alpha=4.0))
   together, losses = ttt.train_group(params, MCFG, tasks, tcfg, num_slots=4)
   for k, t in enumerate(tasks):
     pairs = ttt.demo_pairs(t, 513)
@@ -170,7 +171,7 @@ def test_evaluate_runs_ttt_decodes_and_scores(tmp_path):
   from ttt_jax.taskemb import evaluate
   params = model.init_params(MCFG, 4, jax.random.key(3))
   tasks = [_task(30), _task(31)]
-  for tc in (None, ttt.TTTConfig(mode="lora", steps=2, rows=2, buckets=(32, 64), lora_rank=2)):
+  for tc in (None, ttt.TTTConfig(mode="lora", steps=2, rows=2, buckets=(32, 64), lora=lora_lib.LoraConfig(rank=2, alpha=4.0))):
     res = evaluate.evaluate(params, MCFG, tasks, evaluate.EvalConfig(ttt=tc, group_size=2, max_answer=24),
                             log=lambda s: None)
     assert res["tasks"] == 2 and res["mode"] == ("none" if tc is None else "lora")

@@ -237,7 +237,7 @@ def test_a_model_directory_fixes_the_architecture(tmp_path):
   mcfg = config.get_config("tiny").replace(grid_positions=True)
   store.save_model(str(tmp_path / "m"), transformer.init_params(mcfg, jax.random.key(0)), mcfg)
   c = finetune_config.get_config("gpu")  # 384 x 6 overrides ...
-  c.init_params = str(tmp_path / "m")
+  c.model_dir = str(tmp_path / "m")
   c.model_overrides.dtype = "float32"
   got, _, _, params = finetune.model_setup(c)
   assert (got.dim, got.n_layers, got.name) == (64, 2, "tiny")  # ... yield to the weights

@@ -6,6 +6,7 @@ import jax
 import numpy as np
 
 from ttt_jax.arc.task import Pair, Task
+from ttt_jax.model import lora
 from ttt_jax.parallel import mesh as mesh_lib
 from ttt_jax.train import checkpoint, ttt
 from ttt_jax.train.optim import ttt_optim_config
@@ -82,7 +83,7 @@ def test_ttt_from_config_on_a_saved_model(tmp_path):
     with open(tmp_path / "tasks" / f"{t.task_id}.json", "w") as f:
       json.dump(task_to_json(t), f)
   c = ttt_config.get_config("quick")
-  c.params = str(tmp_path / "model")
+  c.model_dir = str(tmp_path / "model")
   c.tasks = str(tmp_path / "tasks")
   c.out_dir = str(tmp_path / "out")
   c.lora.rank = LCFG.rank
@@ -92,7 +93,7 @@ def test_ttt_from_config_on_a_saved_model(tmp_path):
   summary = ttt.run_ttt_from_config(c)
   assert sorted(summary["trained"]) == ["t0", "t1"]
   adapter, meta = checkpoint.load_adapter(c.out_dir + "/adapters", "t0")
-  assert meta["optim"]["learning_rate"] == 1e-4 and meta["lora_rank"] == LCFG.rank
+  assert meta["optim"]["learning_rate"] == 1e-4 and meta["lora"] == lora.to_fields(LCFG.replace(alpha=16.0))
   assert meta["optim"]["clip_norm"] is None and meta["ttt"]["data_mode"] == "reference"
   assert adapter["layers"]["attn"]["q"]["a"].shape == (CFG.n_layers, CFG.dim, LCFG.rank)
 

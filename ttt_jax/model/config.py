@@ -13,6 +13,10 @@ from typing import Any, Mapping, Optional
 
 from ttt_jax.data import tokens
 
+# LoRA's defaults, for every binary (``lora.LoraConfig`` and each config's ``lora`` section,
+# ``overrides.lora_section``); here because config files import this module without jax.
+LORA_DEFAULTS = {"rank": 64, "alpha": 16.0, "targets": ("q", "v", "o", "gate", "up", "down")}
+
 _LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
 
 

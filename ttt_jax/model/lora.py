@@ -11,13 +11,13 @@ a leading axis for ``jax.vmap``; ``merge`` folds one into the base weights.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from ttt_jax.model import transformer
-from ttt_jax.model.config import ModelConfig
+from ttt_jax.model.config import LORA_DEFAULTS, ModelConfig
 
 # target name -> module that holds it inside a layer
 TARGET_GROUPS = {"q": "attn", "k": "attn", "v": "attn", "o": "attn", "gate": "mlp", "up": "mlp", "down": "mlp"}
@@ -25,9 +25,12 @@ TARGET_GROUPS = {"q": "attn", "k": "attn", "v": "attn", "o": "attn", "gate": "ml
 
 @dataclasses.dataclass(frozen=True)
 class LoraConfig:
-  rank: int = 16
-  alpha: float = 16.0
-  targets: tuple[str, ...] = ("q", "v", "o", "gate", "up", "down")
+  """Every binary's LoRA settings: its config's ``lora`` section (``--config.lora.rank=...``),
+  built by ``ttt_jax.model.overrides.lora_section`` with these defaults; saved adapters record
+  ``to_fields``."""
+  rank: int = LORA_DEFAULTS["rank"]
+  alpha: float = LORA_DEFAULTS["alpha"]
+  targets: tuple[str, ...] = LORA_DEFAULTS["targets"]
   param_dtype: str = "float32"
 
   def __post_init__(self):
@@ -46,6 +49,19 @@ class LoraConfig:
 
   def replace(self, **kw) -> "LoraConfig":
     return dataclasses.replace(self, **kw)
+
+
+SECTION_FIELDS = ("rank", "alpha", "targets")
+
+
+def from_fields(fields: Mapping[str, Any]) -> LoraConfig:
+  """A ``LoraConfig`` from a config's ``lora`` section or an adapter's saved ``lora`` record
+  (fields beyond rank, alpha and targets, such as ``enabled``, are not LoRA's)."""
+  return LoraConfig(rank=int(fields["rank"]), alpha=float(fields["alpha"]), targets=tuple(fields["targets"]))
+
+
+def to_fields(lcfg: LoraConfig) -> dict:
+  return {"rank": lcfg.rank, "alpha": lcfg.alpha, "targets": list(lcfg.targets)}
 
 
 def _target_shapes(cfg: ModelConfig, lcfg: LoraConfig) -> dict[str, tuple[int, int]]:

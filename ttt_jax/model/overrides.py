@@ -17,7 +17,7 @@ from typing import Any, Mapping, Optional
 
 from ml_collections import config_dict
 
-from ttt_jax.model.config import ModelConfig
+from ttt_jax.model.config import LORA_DEFAULTS, ModelConfig
 
 _FLAG_TYPES = (bool, int, float, str)
 
@@ -55,3 +55,9 @@ def override_fields(**preset: Any) -> config_dict.ConfigDict:
 def set_overrides(section: Optional[Mapping[str, Any]]) -> dict[str, Any]:
   """The overrides a ``model_overrides`` section (or plain dict, or None) actually sets."""
   return {k: v for k, v in dict(section or {}).items() if v is not None}
+
+
+def lora_section(**preset: Any) -> config_dict.ConfigDict:
+  """The ``lora`` section every config binary has (rank, alpha, targets): ``LoraConfig``'s
+  defaults unless ``preset`` sets a field; extra keys (e.g. ``enabled``) are kept."""
+  return config_dict.ConfigDict({**LORA_DEFAULTS, **preset})

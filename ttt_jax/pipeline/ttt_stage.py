@@ -19,8 +19,7 @@ def ttt_configs(cfg: Any, mcfg: Any) -> tuple[Any, Any, Any]:
   """``(LoraConfig, OptimConfig, TTTConfig)`` that the TTT stage runs with for ``cfg``."""
   from ttt_jax.model import lora as lora_lib
   from ttt_jax.train import optim, ttt
-  lcfg = lora_lib.LoraConfig(rank=cfg.ttt.lora_rank, alpha=cfg.ttt.lora_alpha,
-                             targets=tuple(cfg.ttt.lora_targets))
+  lcfg = lora_lib.from_fields(cfg.lora)
   overrides = {} if cfg.ttt.learning_rate is None else {"learning_rate": cfg.ttt.learning_rate}
   ocfg = optim.ttt_optim_config(mcfg, clip_norm=cfg.ttt.clip_norm, **overrides)
   tcfg = ttt.TTTConfig(batch_size=cfg.ttt.batch_size, epochs=cfg.ttt.epochs, n_max=cfg.ttt.n_max,
@@ -51,8 +50,8 @@ class SavedAdapters(Mapping):
           meta = json.load(f)
       self._trained[t.task_id] = meta is not None and meta.get("status") == "trained"
       if self._trained[t.task_id] and self.lcfg is None:
-        self.lcfg = lora_lib.LoraConfig(rank=meta["lora_rank"], alpha=meta["lora_alpha"],
-                                        targets=tuple(meta["lora_targets"]))
+        self.lcfg = lora_lib.from_fields(meta["lora"] if "lora" in meta else  # saved before 2026-12-05
+                                         {k: meta[f"lora_{k}"] for k in lora_lib.SECTION_FIELDS})
 
   def __getitem__(self, task_id: str) -> Optional[Any]:
     from ttt_jax.train import checkpoint

@@ -76,7 +76,7 @@ def _loss_sums_jit(base, lora, vec_BxD, aug_table, batch, *, cfg, lora_cfg):
   return model.loss_sums(base, lora, vec_BxD, aug_table, batch, cfg=cfg, lora_cfg=lora_cfg)
 
 
-def test_output_metrics(params: dict, mcfg: ModelConfig, state: dict, task: Task, lora_rank: int,
+def test_output_metrics(params: dict, mcfg: ModelConfig, state: dict, task: Task, lora_cfg: Any = None,
                         fixed_shapes: bool = False) -> tuple[float, float]:
   """(mean output NLL per token, token accuracy) of the task's test outputs, identity view.
 
@@ -95,7 +95,7 @@ def test_output_metrics(params: dict, mcfg: ModelConfig, state: dict, task: Task
   batch = data.make_batch(seqs, [0] * len(seqs), [0] * len(seqs), length)
   batch = batch._replace(weights=np.where(np.arange(len(seqs))[:, None] < n_rows, batch.weights, 0.0)
                          .astype(np.float32))
-  lcfg = ttt.lora_config(ttt.TTTConfig(mode="lora", lora_rank=lora_rank)) if "lora" in state else None
+  lcfg = lora_cfg if "lora" in state else None
   vec = jnp.broadcast_to(state["task"], (len(seqs), state["task"].shape[-1]))
   s, w, hits = _loss_sums_jit(state.get("base", params["base"]), state.get("lora"), vec, params["aug"],
                               batch, cfg=mcfg, lora_cfg=lcfg)
@@ -135,7 +135,7 @@ def evaluate(params: dict, mcfg: ModelConfig, tasks: Sequence[Task], ecfg: EvalC
       states = [{"task": ttt.initial_vector(params)} for _ in group]
       losses = [float("nan")] * len(group)
     t_ttt = time.time() - t_g
-    lora_rank = ecfg.ttt.lora_rank if ecfg.ttt else 0
+    lcfg_ttt = ecfg.ttt.lora if ecfg.ttt else None
     views = [predict.views_of(t, i, ecfg.colour_views, ecfg.seed, ecfg.max_prompt) for i, t in enumerate(group)]
     if all("base" not in s and "lora" not in s for s in states):  # one batch for the whole group
       flat = [v for vs in views for v in vs]
@@ -146,7 +146,7 @@ def evaluate(params: dict, mcfg: ModelConfig, tasks: Sequence[Task], ecfg: EvalC
     else:
       per_task = []
       for i, s in enumerate(states):
-        lcfg = ttt.lora_config(ecfg.ttt) if "lora" in s else None
+        lcfg = lcfg_ttt if "lora" in s else None
         vec = np.repeat(np.asarray(s["task"])[None], len(views[i]), axis=0)
         per_task.append(predict.decode_views(s.get("base", params["base"]), s.get("lora"), vec, params["aug"],
                                              views[i], cfg=mcfg, lora_cfg=lcfg, max_answer=ecfg.max_answer,
@@ -155,7 +155,7 @@ def evaluate(params: dict, mcfg: ModelConfig, tasks: Sequence[Task], ecfg: EvalC
       attempts = predict.vote(views[i], per_task[i], len(task.test))
       right = [p.output is not None and any(grids_equal(a, p.output) for a in att)
                for p, att in zip(task.test, attempts)]
-      nll, acc = test_output_metrics(params, mcfg, states[i], task, lora_rank, ecfg.fixed_shapes)
+      nll, acc = test_output_metrics(params, mcfg, states[i], task, lcfg_ttt, ecfg.fixed_shapes)
       records.append({"task_id": task.task_id, "pass2": bool(all(right)), "inputs_right": sum(right),
                       "inputs": len(task.test), "views": len(views[i]),
                       "parsed": sum(a is not None for a in per_task[i]), "ttt_final_loss": losses[i],

@@ -44,7 +44,7 @@ class TTTConfig:
   rows: int = 8  # sequences per step
   learning_rate: float = 1e-2  # the task vector's (and LoRA's) rate
   base_learning_rate: float = 1e-4  # "full": the base weights' rate
-  lora_rank: int = 8
+  lora: lora_lib.LoraConfig = lora_lib.LoraConfig(rank=8, alpha=16.0)  # mode "lora"
   adam_eps: float = 1e-8
   buckets: tuple[int, ...] = (64, 128, 256, 512)
   seed: int = 0
@@ -62,15 +62,11 @@ def initial_vector(params: dict) -> jax.Array:
   return jnp.mean(params["task"], axis=0)
 
 
-def lora_config(tcfg: TTTConfig) -> lora_lib.LoraConfig:
-  return lora_lib.LoraConfig(rank=tcfg.lora_rank, alpha=2.0 * tcfg.lora_rank)
-
-
 def init_trainable(params: dict, mcfg: ModelConfig, tcfg: TTTConfig, key: jax.Array) -> dict:
   """The per-task state TTT trains: ``{"task": D[, "lora": adapter][, "base": weights]}``."""
   out = {"task": initial_vector(params)}
   if tcfg.mode == "lora":
-    out["lora"] = lora_lib.init_lora(mcfg, lora_config(tcfg), key)
+    out["lora"] = lora_lib.init_lora(mcfg, tcfg.lora, key)
   if tcfg.mode == "full":
     out["base"] = params["base"]
   return out
@@ -121,7 +117,7 @@ def group_length(pair_sets: Sequence[Sequence], buckets: Sequence[int]) -> int:
 def make_step(mcfg: ModelConfig, tcfg: TTTConfig):
   """``step(trainable, opt_state, params, batch) -> (trainable, opt_state, loss)`` for one task."""
   opt = _optimizer(tcfg)
-  lcfg = lora_config(tcfg) if tcfg.mode == "lora" else None
+  lcfg = tcfg.lora if tcfg.mode == "lora" else None
 
   def loss_fn(tr, params, batch):
     base = tr.get("base", params["base"])

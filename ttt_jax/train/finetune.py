@@ -52,13 +52,13 @@ def optim_config(cfg: Any) -> OptimConfig:
 def model_setup(cfg: Any):
   """(model config, LoRA config or None, apply_fn, base params or None) from a config.
 
-  ``cfg.init_params`` may name a project model directory, an HF checkpoint or an orbax tree
+  ``cfg.model_dir`` may name a project model directory, an HF checkpoint or an orbax tree
   (see ``checkpoint.load_base_model``); empty means the preset ``cfg.model``, randomly
   initialised by the caller.
   """
   from ttt_jax.model import lora, transformer  # pylint: disable=g-import-not-at-top
   from ttt_jax.model import overrides as overrides_lib  # pylint: disable=g-import-not-at-top
-  init = cfg.get("init_params", "")
+  init = cfg.get("model_dir", "")
   overrides = overrides_lib.set_overrides(cfg.get("model_overrides"))
   if init and os.path.exists(os.path.join(init, "config.json")):
     overrides = runtime_overrides(overrides, saved_config(init), init)
@@ -68,7 +68,7 @@ def model_setup(cfg: Any):
     mcfg = mcfg.replace(name=name)
   lcfg = None
   if cfg.get("lora") and cfg.lora.get("enabled", False):
-    lcfg = lora.LoraConfig(rank=cfg.lora.rank, alpha=cfg.lora.alpha, targets=tuple(cfg.lora.targets))
+    lcfg = lora.from_fields(cfg.lora)
   apply_fn = functools.partial(transformer.forward_hidden, cfg=mcfg, lora_cfg=lcfg)
   return mcfg, lcfg, apply_fn, base
 
@@ -95,7 +95,7 @@ def runtime_overrides(overrides: dict, saved: dict, where: str = "") -> dict:
   logged; dtype, remat, max_seq_len and the like still apply."""
   dropped = {k: v for k, v in overrides.items() if k in ARCHITECTURE_FIELDS and v != saved.get(k)}
   if dropped:
-    logging.warning("init_params %s fixes the architecture: ignoring model_overrides %s", where,
+    logging.warning("model_dir %s fixes the architecture: ignoring model_overrides %s", where,
                     dropped)
   return {k: v for k, v in overrides.items() if k not in ARCHITECTURE_FIELDS}
 
@@ -278,7 +278,7 @@ def run_finetune(cfg: Any, *, make_stream: Optional[Callable[[int], Iterator[Tas
       training tasks, weighted), sharded over processes.
     eval_examples: held-out examples; default episodes of ``cfg.data.eval_tasks``.
     to_example: task -> Example (or None to skip); default ``episode_for_task``.
-    init_params: starting base parameters (default: ``cfg.init_params`` dir, else random init).
+    init_params: starting base parameters (default: the ``cfg.model_dir`` model, else random init).
     on_step: called as ``on_step(step, record)`` after each logged step (tests use it to
       simulate a crash).
   Returns:

@@ -30,6 +30,7 @@ from absl import logging
 
 from ttt_jax.arc.task import Task
 from ttt_jax.data import batching
+from ttt_jax.model import lora as lora_lib
 from ttt_jax.parallel import mesh as mesh_lib
 from ttt_jax.parallel import sharding
 from ttt_jax.train import checkpoint, steps
@@ -173,8 +174,7 @@ def run_ttt(tasks: Sequence[Task], params: PyTree, *, mcfg: Any, lcfg: Any, ocfg
   mesh = mesh or (multihost.local_mesh() if task_parallel else mesh_lib.make_mesh())
   shards = int(np.prod([mesh.shape[a] for a in mesh_lib.BATCH_AXES]))
   params = sharding.shard(params, sharding.tree_shardings(params, mesh))
-  meta_common = {"model": getattr(mcfg, "name", ""), "lora_rank": lcfg.rank,
-                 "lora_alpha": lcfg.alpha, "lora_targets": list(lcfg.targets),
+  meta_common = {"model": getattr(mcfg, "name", ""), "lora": lora_lib.to_fields(lcfg),
                  "optim": dataclasses.asdict(ocfg), "ttt": dataclasses.asdict(tcfg)}
   summary = {"trained": [], "skipped_done": [], "no_data": []}
 
@@ -243,9 +243,9 @@ def run_ttt_from_config(cfg: Any) -> dict:
   from ttt_jax.arc import io as arc_io  # pylint: disable=g-import-not-at-top
   from ttt_jax.model import lora, overrides, transformer  # pylint: disable=g-import-not-at-top
   from ttt_jax.train.optim import ttt_optim_config  # pylint: disable=g-import-not-at-top
-  loaded, mcfg = checkpoint.load_base_model(cfg.params, cfg.model,
+  loaded, mcfg = checkpoint.load_base_model(cfg.model_dir, cfg.model,
                                             overrides.set_overrides(cfg.get("model_overrides")))
-  lcfg = lora.LoraConfig(rank=cfg.lora.rank, alpha=cfg.lora.alpha, targets=tuple(cfg.lora.targets))
+  lcfg = lora.from_fields(cfg.lora)
   optim_kw = dict(cfg.optim)
   if optim_kw.get("learning_rate") is None:  # None: the paper's choice for the model
     optim_kw.pop("learning_rate", None)
@@ -258,7 +258,7 @@ def run_ttt_from_config(cfg: Any) -> dict:
   if loaded is not None:
     params = loaded  # run_ttt places it by the sharding rules
   else:
-    logging.warning("no --config.params given: TTT starts from a randomly initialised %s",
+    logging.warning("no --config.model_dir given: TTT starts from a randomly initialised %s",
                     mcfg.name)
     params, _ = sharding.sharded_init(lambda: transformer.init_params(mcfg, jax.random.key(0)),
                                       mesh)
