@@ -165,6 +165,8 @@ def test_ablation_arms_drop_the_task_table_or_switch_grid_positions(tmp_path):
   no_table = [float(model.pool_loss(fresh, b, cfg=mcfg, task_embedding=False)[0]) for b in (batch, shuffled)]
   table = [float(model.pool_loss(fresh, b, cfg=mcfg)[0]) for b in (batch, shuffled)]
   assert no_table[0] == no_table[1] and table[0] != table[1]
+  with pytest.raises(ValueError, match="task_embedding=False"):  # an arm does not resume as another
+    pretrain.run(cfg.replace(task_embedding=True, grid_positions=None, steps=4), pool=pool, log=lambda s: None)
 
 
 def test_evaluate_runs_ttt_decodes_and_scores(tmp_path):

@@ -137,6 +137,11 @@ def run(cfg: PretrainConfig, *, pool: Optional[data.Pool] = None, clock=time.mon
                        f"({saved['pool_size']} tasks); this config builds {pool_digest(pool)} "
                        f"({len(pool)} tasks): the pool settings differ from the checkpoint's")
     mcfg = config_lib.ModelConfig(**saved["model_config"])
+    trained_with = saved.get("config", {}).get("task_embedding", True)
+    if cfg.task_embedding != trained_with or cfg.grid_positions not in (None, mcfg.grid_positions):
+      raise ValueError(f"{source}: trained with task_embedding={trained_with}, grid_positions="
+                       f"{mcfg.grid_positions}; this config asks for task_embedding={cfg.task_embedding}, "
+                       f"grid_positions={cfg.grid_positions} (ablations start a new model: init_from=\"\")")
     params = jax.tree.map(jnp.asarray, checkpoint.load_params(source))
     opt_state = checkpoint.load_opt_state(source, optim.make_direction(ocfg).init(params))
     if opt_state is None:
