@@ -21,7 +21,6 @@ from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ttt_jax.data import tokens
 from ttt_jax.data.batching import Batch
@@ -81,10 +80,6 @@ def compiled_memory(program: Program) -> StageMemory:
                      m.alias_size_in_bytes, m.temp_size_in_bytes, int(peak))
 
 
-def _abstract(f: Callable, *args: Any) -> Any:
-  return jax.eval_shape(f, *args)
-
-
 def _stacked(tree: Any, k: int) -> Any:
   return jax.tree.map(lambda s: jax.ShapeDtypeStruct((k, *s.shape), s.dtype), tree)
 
@@ -105,8 +100,8 @@ def program(stage: str, mcfg: ModelConfig, lcfg: lora.LoraConfig, ocfg: OptimCon
             ) -> Program:
   """The jitted function of ``stage`` (a key of ``STAGES``) on abstract arguments."""
   key = jax.random.key(0)
-  params = _abstract(lambda: transformer.init_params(mcfg, key))
-  adapter = _abstract(lambda: lora.init_lora(mcfg, lcfg, key))
+  params = jax.eval_shape(lambda: transformer.init_params(mcfg, key))
+  adapter = jax.eval_shape(lambda: lora.init_lora(mcfg, lcfg, key))
   return STAGES[stage](mcfg, lcfg, ocfg, shapes, params, adapter)
 
 
@@ -119,7 +114,7 @@ def stage_memories(mcfg: ModelConfig, lcfg: lora.LoraConfig, ocfg: OptimConfig, 
 def _ttt_step(mcfg, lcfg, ocfg, s: Shapes, params, adapter) -> Program:
   K, B, T = s.ttt_tasks, s.ttt_batch, s.ttt_tokens
   adapters = _stacked(adapter, K)
-  state = _abstract(lambda a, n: steps.init_multitask_state(a, ocfg, n), adapters, _spec((K,), jnp.int32))
+  state = jax.eval_shape(lambda a, n: steps.init_multitask_state(a, ocfg, n), adapters, _spec((K,), jnp.int32))
   i32 = _spec((K, B, T), jnp.int32)
   batch = Batch(i32, i32, _spec((K, B, T), bool), i32, _spec((K, B, T), jnp.float32))
   fn = steps.jit_multitask_step(functools.partial(transformer.forward_hidden, cfg=mcfg, lora_cfg=lcfg), ocfg)
@@ -146,13 +141,13 @@ def _prefill(mcfg, lcfg, ocfg, s: Shapes, params, adapter) -> Program:
 def _decode_loop(mcfg, lcfg, ocfg, s: Shapes, params, adapter) -> Program:
   adapters, toks, mask = _decode_inputs(s, adapter)
   S = s.prompt_tokens + s.answer_tokens
-  logits, cache = _abstract(_prefill_fn(mcfg, lcfg, S), params, adapters, toks, mask)
+  logits, cache = jax.eval_shape(_prefill_fn(mcfg, lcfg, S), params, adapters, toks, mask)
   K, B = s.infer_tasks, s.decode_rows
   one = functools.partial(decode.decode_loop, cfg=mcfg, lora_cfg=lcfg, max_new_tokens=s.answer_tokens,
                           eos_id=tokens.EOS, pad_id=tokens.PAD, grid_stop=mcfg.vocab_size == tokens.VOCAB_SIZE)
   fn = jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0, 0, None)), donate_argnums=(2,))
   return Program("decode loop (greedy, KV cache)", f"{K} tasks x {B} views, cache {S}", fn,
-                 (params, adapters, cache, logits, _spec((K, B), jnp.int32), _abstract(lambda: jax.random.key(0))))
+                 (params, adapters, cache, logits, _spec((K, B), jnp.int32), jax.eval_shape(lambda: jax.random.key(0))))
 
 
 def _score_one(params, adapter, tokens_BxT, mask_BxT, answer_BxT, *, cfg, lora_cfg):
@@ -171,7 +166,7 @@ def _scoring(mcfg, lcfg, ocfg, s: Shapes, params, adapter) -> Program:
 def _dfs_step(mcfg, lcfg, ocfg, s: Shapes, params, adapter) -> Program:
   from ttt_jax.infer import dfs  # pylint: disable=g-import-not-at-top
   S = s.prompt_tokens + s.answer_tokens
-  cache = _abstract(lambda: transformer.init_cache(mcfg, 1, S))
+  cache = jax.eval_shape(lambda: transformer.init_cache(mcfg, 1, S))
   fn = jax.jit(functools.partial(dfs._step, cfg=mcfg, lora_cfg=lcfg))  # pylint: disable=protected-access
   return Program("DFS step (one token, one cache)", f"1 row, cache {S}", fn,
                  (params, adapter, cache, _spec((), jnp.int32), _spec((), jnp.int32)))
@@ -217,6 +212,3 @@ def markdown_table(rows: Sequence[StageMemory], devices: Optional[dict[str, floa
 def fits(rows: Sequence[StageMemory], gib: float) -> bool:
   return all(r.peak_bytes <= gib * GIB for r in rows)
 
-
-def param_bytes(params_abstract: Any) -> int:
-  return int(sum(np.prod(s.shape) * jnp.dtype(s.dtype).itemsize for s in jax.tree.leaves(params_abstract)))
