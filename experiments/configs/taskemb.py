@@ -27,8 +27,10 @@ def get_config(preset: str = "cpu") -> config_dict.ConfigDict:
       max_minutes=0.0, checkpoint_minutes=5.0, log_every=20, device="",
       # the run's compute: blocked attention skips the masked upper triangle (1.4-2x a CPU step)
       compute_dtype="", attention_impl="blocked",
-      # ablations, for a new model (init_from=""): no task embedding; grid positions off (1-D)
-      task_embedding=True, grid_positions=config_dict.placeholder(bool)))
+      # ablations, for a new model (init_from=""): no task embedding; learned grid positions off
+      # (grid_positions=False); 3-D RoPE on (rope_grid=True)
+      task_embedding=True, grid_positions=config_dict.placeholder(bool),
+      rope_grid=config_dict.placeholder(bool)))
   if preset == "quick":
     c.update(dict(out_dir="runs/taskemb_quick", init_from="", model="tiny", arc_sets=(),
                   per_family=2, pairs_per_task=6, buckets=(64, 128, 256), tokens_per_batch=512,

@@ -114,28 +114,70 @@ def _adapter(seed):
 N = 12
 
 
-def _gen(params, adapter, toks, mask):
-  return decode.generate(params, adapter, toks, mask, cfg=CFG, lora_cfg=LCFG, max_new_tokens=N,
+def _gen(params, adapter, toks, mask, cfg=CFG):
+  return decode.generate(params, adapter, toks, mask, cfg=cfg, lora_cfg=LCFG, max_new_tokens=N,
                          eos_id=-1, pad_id=tokens.PAD)
 
 
-def test_incremental_decoding_equals_full_forward_with_padding(params):
+# 3-D RoPE alone, and with the learned embeddings
+ROPE_GRID = CFG.replace(grid_positions=False, rope_grid=True)
+
+
+@pytest.mark.parametrize("cfg", [CFG, ROPE_GRID, CFG.replace(rope_grid=True)],
+                         ids=["embeddings", "rope_grid", "both"])
+def test_incremental_decoding_equals_full_forward_with_padding(params, cfg):
+  if not cfg.grid_positions:
+    params = {k: v for k, v in params.items() if k not in ("row_embed", "col_embed", "role_embed")}
   adapter = _adapter(3)
   toks, mask = _prompts((1, 2, 1), seed=0)
-  new_BxN = _gen(params, adapter, toks, mask)
+  new_BxN = _gen(params, adapter, toks, mask, cfg)
   full = jnp.concatenate([toks, new_BxN], axis=1)
   full_mask = jnp.concatenate([mask, jnp.ones(new_BxN.shape, bool)], axis=1)
   logits = transformer.forward(params, adapter, full, transformer.positions_from_mask(full_mask),
-                               full_mask, cfg=CFG, lora_cfg=LCFG)
+                               full_mask, cfg=cfg, lora_cfg=LCFG)
   T = toks.shape[1]
   greedy = np.asarray(jnp.argmax(logits[:, T - 1:-1], -1))
   np.testing.assert_array_equal(np.asarray(new_BxN), greedy)
   # Each prompt decoded alone (no padding) gives the same tokens.
   for b in range(toks.shape[0]):
     alone = toks[b:b + 1, int((~mask[b]).sum()):]
-    got = _gen(params, adapter, alone, jnp.ones(alone.shape, bool))
+    got = _gen(params, adapter, alone, jnp.ones(alone.shape, bool), cfg)
     np.testing.assert_array_equal(np.asarray(got)[0], np.asarray(new_BxN)[b])
   assert (np.asarray(new_BxN) == tokens.NL).any()  # the coordinates were exercised
+
+
+def test_rope_grid_scores_depend_only_on_coordinate_offsets():
+  """<R(p) q, R(p') k> depends on p - p' axis by axis; and every axis moves the score."""
+  inv_freq, axis = transformer.rope_grid_sections(ROPE_GRID)
+  assert axis.tolist() == [a for a in range(4) for _ in range(ROPE_GRID.head_dim // 8)]
+  rng = np.random.default_rng(0)
+  q, k = (jnp.asarray(rng.normal(size=(1, 1, 1, ROPE_GRID.head_dim)), jnp.float32) for _ in range(2))
+  score = lambda pq, pk: float(jnp.sum(transformer.apply_rope(q, jnp.asarray([[pq]]), inv_freq, axis)
+                                       * transformer.apply_rope(k, jnp.asarray([[pk]]), inv_freq, axis)))
+  base = score([7, 3, 4, 2], [5, 1, 1, 1])
+  np.testing.assert_allclose(score([17, 9, 24, 2], [15, 7, 21, 1]), base, rtol=1e-4, atol=1e-5)
+  for a in range(4):
+    moved = [5, 1, 1, 1]
+    moved[a] += 1
+    assert abs(score([7, 3, 4, 2], moved) - base) > 1e-4, a
+
+
+def test_rope_grid_sees_rows_that_1d_rope_does_not(params):
+  """Same weights: the 3-D and 1-D forms differ on a grid, and the option adds no parameters."""
+  p = {k: v for k, v in params.items() if k not in ("row_embed", "col_embed", "role_embed")}
+  assert set(transformer.init_params(ROPE_GRID, jax.random.key(0))) == set(p)
+  toks, mask = _prompts((1, 2), seed=5)
+  pos = transformer.positions_from_mask(mask)
+  a = transformer.forward(p, None, toks, pos, mask, cfg=ROPE_GRID)
+  b = transformer.forward(p, None, toks, pos, mask, cfg=ROPE_GRID.replace(rope_grid=False))
+  assert not np.allclose(np.asarray(a), np.asarray(b))
+  assert "grid" in transformer.init_cache(ROPE_GRID, 1, 4)
+  with pytest.raises(ValueError, match="rope_grid"):
+    config.to_hf_config(ROPE_GRID)
+  with pytest.raises(ValueError, match="multiple of 8"):
+    ROPE_GRID.replace(head_dim=12)
+  with pytest.raises(ValueError, match="compact ARC vocabulary"):
+    config.get_config("llama-3.2-1b", rope_grid=True)
 
 
 def test_vmap_over_adapters_equals_one_by_one(params):

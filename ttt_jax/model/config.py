@@ -55,6 +55,11 @@ class ModelConfig:
   # (ttt_jax.model.grid_positions), added to the token embedding; RoPE stays 1-D. Not a
   # Llama feature: such a model cannot be exported to HF/PEFT.
   grid_positions: bool = False
+  # 3-D RoPE (mdlARC's positions): the rotary pairs of every head split into four equal
+  # sections, rotated by the token's sequence position, grid row, grid column and grid role
+  # (the grid_positions coordinates), each section with its own frequency ladder. Independent
+  # of grid_positions (the learned embeddings); not exportable to HF/PEFT either.
+  rope_grid: bool = False
   name: str = "custom"
 
   def __post_init__(self):
@@ -69,6 +74,12 @@ class ModelConfig:
     if self.grid_positions and self.vocab_size != tokens.VOCAB_SIZE:
       raise ValueError(f"{where}: grid_positions needs the compact ARC vocabulary "
                        f"(vocab_size={tokens.VOCAB_SIZE}), got vocab_size={self.vocab_size}")
+    if self.rope_grid and self.vocab_size != tokens.VOCAB_SIZE:
+      raise ValueError(f"{where}: rope_grid needs the compact ARC vocabulary "
+                       f"(vocab_size={tokens.VOCAB_SIZE}), got vocab_size={self.vocab_size}")
+    if self.rope_grid and self.head_dim % 8:
+      raise ValueError(f"{where}: rope_grid splits each head's rotary pairs in four sections: head_dim "
+                       f"must be a multiple of 8, got {self.head_dim}")
     if self.attention_impl not in (None, "xla", "cudnn", "blocked", "flash"):
       raise ValueError(f"{where}: attention_impl must be None, 'xla', 'cudnn', 'blocked' or 'flash', "
                        f"got {self.attention_impl!r}")
@@ -186,9 +197,10 @@ def from_hf_config(hf: Mapping[str, Any], **overrides) -> ModelConfig:
 
 def to_hf_config(cfg: ModelConfig) -> dict:
   """The HF ``config.json`` dict for ``cfg`` (used for PEFT export and tests)."""
-  if cfg.grid_positions:
-    raise ValueError(f"ModelConfig({cfg.name!r}) uses grid_positions (row/column/role embeddings), "
-                     "which HF LlamaForCausalLM has no equivalent for: it cannot be exported to HF/PEFT")
+  if cfg.grid_positions or cfg.rope_grid:
+    raise ValueError(f"ModelConfig({cfg.name!r}) uses grid_positions or rope_grid (row/column/role "
+                     "positions), which HF LlamaForCausalLM has no equivalent for: it cannot be exported "
+                     "to HF/PEFT")
   return {
       "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": cfg.vocab_size,
       "hidden_size": cfg.dim, "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,

@@ -156,9 +156,9 @@ def _peft_name(layer: int, target: str, which: str) -> str:
 def export_peft_adapter(adapter: dict, lcfg: lora_lib.LoraConfig, cfg: config_lib.ModelConfig, out_dir: str,
                         base_model_name_or_path: str = "") -> None:
   """Writes ``adapter_config.json`` and ``adapter_model.safetensors`` loadable by ``peft.PeftModel``."""
-  if cfg.grid_positions:
-    raise ValueError(f"export_peft_adapter: model {cfg.name!r} uses grid_positions (row/column/role "
-                     "embeddings), which HF Llama lacks; its adapters only work with ttt_jax")
+  if cfg.grid_positions or cfg.rope_grid:
+    raise ValueError(f"export_peft_adapter: model {cfg.name!r} uses grid_positions or rope_grid "
+                     "(row/column/role positions), which HF Llama lacks; its adapters only work with ttt_jax")
   os.makedirs(out_dir, exist_ok=True)
   tensors = {}
   for group, mods in adapter["layers"].items():

@@ -46,7 +46,7 @@ from ttt_jax.model.config import ModelConfig
 
 Params = dict
 # {'k': L-tuple of BxKxSxH, 'v': L-tuple of BxKxHxS, 'valid': BxS bool, 'index': int32 scalar}, plus
-# 'grid': Bx3 int32 (the next cell's row, column, role) when cfg.grid_positions.
+# 'grid': Bx3 int32 (the next cell's row, column, role) when cfg.grid_positions or cfg.rope_grid.
 Cache = dict
 
 
@@ -73,9 +73,28 @@ def rope_inv_freq(cfg: ModelConfig) -> np.ndarray:
   return np.where(medium, smoothed, scaled).astype(np.float32)
 
 
-def apply_rope(x_BxTxNxH: jax.Array, positions_BxT: jax.Array, inv_freq_H2: np.ndarray) -> jax.Array:
-  """Rotate-half RoPE (HF layout: the two halves of each head are the pairs)."""
-  angles_BxTxH2 = positions_BxT.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq_H2)
+ROPE_GRID_AXES = 4  # rope_grid: sequence position, row, column, role
+
+
+def rope_grid_sections(cfg: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
+  """``(inv_freq_H2, axis_H2)`` of 3-D RoPE: four equal sections of the rotary pairs, section
+  ``a`` rotated by position axis ``a`` with the frequency ladder of a ``head_dim / 4`` head."""
+  d = cfg.head_dim // ROPE_GRID_AXES
+  ladder = (1.0 / (np.float32(cfg.rope_theta) ** (np.arange(0, d, 2, dtype=np.float32) / np.float32(d))))
+  inv_freq = np.tile(ladder.astype(np.float32), ROPE_GRID_AXES)
+  return inv_freq, np.repeat(np.arange(ROPE_GRID_AXES, dtype=np.int32), d // 2)
+
+
+def apply_rope(x_BxTxNxH: jax.Array, positions: jax.Array, inv_freq_H2: np.ndarray,
+               axis_H2: Optional[np.ndarray] = None) -> jax.Array:
+  """Rotate-half RoPE (HF layout: the two halves of each head are the pairs).
+
+  ``positions`` is BxT, or BxTxA with ``axis_H2`` naming the position axis of each pair (3-D RoPE).
+  """
+  if axis_H2 is None:
+    angles_BxTxH2 = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq_H2)
+  else:
+    angles_BxTxH2 = jnp.take(positions.astype(jnp.float32), jnp.asarray(axis_H2), axis=-1) * jnp.asarray(inv_freq_H2)
   cos = jnp.cos(angles_BxTxH2)[:, :, None, :]
   sin = jnp.sin(angles_BxTxH2)[:, :, None, :]
   x1, x2 = jnp.split(x_BxTxNxH.astype(jnp.float32), 2, axis=-1)
@@ -230,9 +249,9 @@ class Attention(nn.Module):
     q = dense(cfg.q_dim, "q")(x_BxTxD).reshape(B, T, cfg.n_heads, cfg.head_dim)
     k = dense(cfg.kv_dim, "k")(x_BxTxD).reshape(B, T, cfg.n_kv_heads, cfg.head_dim)
     v = dense(cfg.kv_dim, "v")(x_BxTxD).reshape(B, T, cfg.n_kv_heads, cfg.head_dim)
-    inv_freq = rope_inv_freq(cfg)
-    q = apply_rope(q, positions_BxT, inv_freq)
-    k = apply_rope(k, positions_BxT, inv_freq)
+    inv_freq, axis = rope_grid_sections(cfg) if cfg.rope_grid else (rope_inv_freq(cfg), None)
+    q = apply_rope(q, positions_BxT, inv_freq, axis)
+    k = apply_rope(k, positions_BxT, inv_freq, axis)
     if cache_kv is not None:
       k_new, v_new = cache_layout(k, v)
       k = jax.lax.dynamic_update_slice(cache_kv[0], k_new.astype(cache_kv[0].dtype), (0, 0, cache_index, 0))
@@ -308,15 +327,18 @@ class Transformer(nn.Module):
                        (cfg.vocab_size, cfg.dim), jnp.dtype(cfg.param_dtype))
     x = jnp.take(embed, tokens_BxT, axis=0).astype(dtype)
     grid_state = None
-    if cfg.grid_positions:  # learned row, column and role embeddings, added to the token's
+    if cfg.grid_positions or cfg.rope_grid:
       coords_BxTx3, grid_state = grid_positions.grid_coords(
           tokens_BxT, None if cache is None else cache["grid"])
+    if cfg.grid_positions:  # learned row, column and role embeddings, added to the token's
       for i, (name, size) in enumerate((("row_embed", grid_positions.MAX_COORD),
                                         ("col_embed", grid_positions.MAX_COORD),
                                         ("role_embed", grid_positions.NUM_ROLES))):
         table = self.param(name, nn.initializers.normal(cfg.init_std), (size, cfg.dim),
                            jnp.dtype(cfg.param_dtype))
         x = x + jnp.take(table, coords_BxTx3[..., i], axis=0).astype(dtype)
+    if cfg.rope_grid:  # 3-D RoPE: (sequence position, row, column, role) per token
+      positions_BxT = jnp.concatenate([positions_BxT[..., None].astype(jnp.int32), coords_BxTx3], axis=-1)
     if cond_BxD is not None:  # a per-sequence vector on every token (ttt_jax.taskemb)
       x = x + cond_BxD[:, None, :].astype(dtype)
 
@@ -423,7 +445,7 @@ def init_cache(cfg: ModelConfig, batch: int, length: int, dtype: Optional[str] =
   cache = {"k": zeros(batch, cfg.n_kv_heads, length, cfg.head_dim),
            "v": zeros(batch, cfg.n_kv_heads, cfg.head_dim, length), "valid": jnp.zeros((batch, length), bool),
            "index": jnp.zeros((), jnp.int32)}
-  if cfg.grid_positions:
+  if cfg.grid_positions or cfg.rope_grid:
     cache["grid"] = grid_positions.initial_state(batch)
   return cache
 

@@ -57,9 +57,10 @@ class PretrainConfig:
   compute_dtype: str = ""
   attention_impl: str = ""
   # ablations (a new model only): no task embedding (the augmentation alone conditions, the
-  # table stays zero), and grid positions on/off (None: the model preset's)
+  # table stays zero), learned grid positions and 3-D RoPE on/off (None: the model preset's)
   task_embedding: bool = True
   grid_positions: Optional[bool] = None
+  rope_grid: Optional[bool] = None
 
   def replace(self, **kw: Any) -> "PretrainConfig":
     return dataclasses.replace(self, **kw)
@@ -138,10 +139,12 @@ def run(cfg: PretrainConfig, *, pool: Optional[data.Pool] = None, clock=time.mon
                        f"({len(pool)} tasks): the pool settings differ from the checkpoint's")
     mcfg = config_lib.ModelConfig(**saved["model_config"])
     trained_with = saved.get("config", {}).get("task_embedding", True)
-    if cfg.task_embedding != trained_with or cfg.grid_positions not in (None, mcfg.grid_positions):
+    if (cfg.task_embedding != trained_with or cfg.grid_positions not in (None, mcfg.grid_positions)
+        or cfg.rope_grid not in (None, mcfg.rope_grid)):
       raise ValueError(f"{source}: trained with task_embedding={trained_with}, grid_positions="
-                       f"{mcfg.grid_positions}; this config asks for task_embedding={cfg.task_embedding}, "
-                       f"grid_positions={cfg.grid_positions} (ablations start a new model: init_from=\"\")")
+                       f"{mcfg.grid_positions}, rope_grid={mcfg.rope_grid}; this config asks for "
+                       f"task_embedding={cfg.task_embedding}, grid_positions={cfg.grid_positions}, "
+                       f"rope_grid={cfg.rope_grid} (ablations start a new model: init_from=\"\")")
     params = jax.tree.map(jnp.asarray, checkpoint.load_params(source))
     opt_state = checkpoint.load_opt_state(source, optim.make_direction(ocfg).init(params))
     if opt_state is None:
@@ -149,8 +152,8 @@ def run(cfg: PretrainConfig, *, pool: Optional[data.Pool] = None, clock=time.mon
     step0, ledger = int(saved["step"]), saved
     log(f"taskemb: resumed {source} at step {step0} ({saved['tokens_seen']:,} tokens seen)")
   else:
-    mcfg = config_lib.get_config(cfg.model, **({} if cfg.grid_positions is None
-                                                else {"grid_positions": cfg.grid_positions}))
+    mcfg = config_lib.get_config(cfg.model, **{k: v for k, v in (("grid_positions", cfg.grid_positions),
+                                                                 ("rope_grid", cfg.rope_grid)) if v is not None})
     params = model.init_params(mcfg, len(pool), jax.random.key(cfg.seed))
     if not cfg.task_embedding:
       params["task"] = jnp.zeros_like(params["task"])  # the no-TTT vector (the mean) is then zero
