@@ -6,7 +6,8 @@ r"""Evaluates a task-embedding checkpoint on new tasks, with or without test-tim
 
 ``--tasks``: any task set name (dev80, dev80-small, arc1-eval, ...) or ``fresh:train:N`` /
 ``fresh:heldout:N`` (new instances of the training / the six held-out generator families).
-Prints pass@2, the test outputs' loss and token accuracy, and seconds per task.
+Prints pass@2 (``--select=vote|poe``), how many tasks had every true output among the answers,
+the test outputs' loss and token accuracy, and seconds per task.
 """
 
 import json
@@ -27,6 +28,9 @@ _LR = flags.DEFINE_float("lr", 1e-2, "TTT rate of the task vector (and LoRA)")
 _BASE_LR = flags.DEFINE_float("base_lr", 1e-4, "TTT rate of the base weights (--ttt=full)")
 _GROUP = flags.DEFINE_integer("group_size", 8, "tasks trained at once (vmap)")
 _COLOURS = flags.DEFINE_integer("colour_views", 0, "extra colour permutations per dihedral view")
+_SELECT = flags.DEFINE_enum("select", "vote", ["vote", "poe"], "attempts by the paper's hierarchical "
+                            "vote, or by a product of experts (summed -log p of each distinct answer "
+                            "under the eight dihedral views)")
 _OUT = flags.DEFINE_string("out", "", "write the records here (JSON)")
 _ATTENTION = flags.DEFINE_enum("attention_impl", "blocked", ["", "xla", "blocked", "cudnn"],
                                "attention of TTT and scoring ('': the checkpoint's; blocked: the CPU's "
@@ -50,11 +54,13 @@ def main(argv):
   print(f"taskemb_eval: {ckpt} (step {state['step']}, {state['tokens_seen']:,} tokens), "
         f"{len(tasks)} tasks of {_TASKS.value}, TTT {_TTT.value}", flush=True)
   res = evaluate.evaluate(params, mcfg, tasks, evaluate.EvalConfig(
-      ttt=tcfg, group_size=_GROUP.value, colour_views=_COLOURS.value, fixed_shapes=_FIXED.value),
+      ttt=tcfg, group_size=_GROUP.value, colour_views=_COLOURS.value, fixed_shapes=_FIXED.value,
+      select=_SELECT.value),
       log=lambda s: print(s, flush=True))
   res.update(checkpoint=ckpt, step=state["step"], tokens_seen=state["tokens_seen"], task_set=_TASKS.value,
              ttt_steps=_STEPS.value if tcfg else 0, attention_impl=mcfg.attention_impl)
-  print(f"pass@2 {res['pass2']}/{res['tasks']}  test-output NLL {res['test_nll']:.3f}/token  "
+  print(f"pass@2 {res['pass2']}/{res['tasks']} ({res['select']}; by the vote {res['pass2_vote']}; "
+        f"truth among the answers {res['candidate_right']}/{res['tasks']})  test-output NLL {res['test_nll']:.3f}/token  "
         f"token acc {res['test_token_acc']:.3f}  {res['seconds_per_task']} s/task")
   if _OUT.value:
     os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)

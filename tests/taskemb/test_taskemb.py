@@ -179,7 +179,14 @@ def test_evaluate_runs_ttt_decodes_and_scores(tmp_path):
     assert res["tasks"] == 2 and res["mode"] == ("none" if tc is None else "lora")
     for r in res["records"]:
       assert r["views"] == 8 and 0 <= r["parsed"] <= 8 and np.isfinite(r["test_nll"])
-      assert 0.0 <= r["test_token_acc"] <= 1.0
+      assert 0.0 <= r["test_token_acc"] <= 1.0 and r["candidates"] <= r["parsed"]
+      assert r["candidate_right"] or not r["pass2"]
+    # the product of experts picks among the same answers: same parses and candidates
+    poe = evaluate.evaluate(params, MCFG, tasks, evaluate.EvalConfig(ttt=tc, group_size=2, max_answer=24,
+                                                                      select="poe"), log=lambda s: None)
+    assert poe["select"] == "poe" and poe["candidate_right"] == res["candidate_right"]
+    assert poe["pass2_vote"] == res["pass2"] == res["pass2_vote"]
+    assert [r["candidates"] for r in poe["records"]] == [r["candidates"] for r in res["records"]]
     if tc is None:  # fixed decode and metric shapes (padded rows and lengths) give the same records
       fixed = evaluate.evaluate(params, MCFG, tasks, evaluate.EvalConfig(group_size=2, max_answer=24,
                                                                          fixed_shapes=True), log=lambda s: None)
@@ -230,3 +237,38 @@ def test_joint_ttt_shares_the_base_and_gives_each_task_its_vector_and_evaluates(
   res = evaluate.evaluate(params, MCFG, tasks, evaluate.EvalConfig(ttt=tcfg, group_size=2, max_answer=24),
                           log=lambda s: None)
   assert res["mode"] == "joint" and res["tasks"] == 2 and all(np.isfinite(r["test_nll"]) for r in res["records"])
+
+
+def test_poe_scores_equal_each_views_unpadded_answer_nll_with_and_without_lora():
+  params = model.init_params(MCFG, 2, jax.random.key(11))
+  rng = np.random.default_rng(12)
+  inp = _grid(rng, 3, 4)
+  cands = [_grid(rng, 3, 4), _grid(rng, 2, 2), _grid(rng, 5, 3)]
+  lcfg = lora_lib.LoraConfig(rank=2, alpha=4.0)
+  lora = jax.tree.map(lambda x: 0.05 * jnp.ones_like(x),
+                      lora_lib.init_lora(MCFG, lcfg, jax.random.key(0)))
+  vec = np.asarray(params["task"][1])
+  for adapter, lc in ((None, None), (lora, lcfg)):
+    got = predict.poe_scores(params["base"], adapter, vec, params["aug"], inp, cands, cfg=MCFG, lora_cfg=lc,
+                             chunk_rows=5)  # chunks of 5 rows padded to 8: padding must not matter
+    assert got.shape == (3, data.NUM_AUGS)
+    for c, cand in enumerate(cands):
+      for a in range(data.NUM_AUGS):
+        q = data.augment_pair(Pair(inp, cand), a)
+        seq = data.encode_pair(q.input, q.output)
+        batch = data.make_batch([seq], [0], [a], len(seq[0]) - 1)
+        s, w, _ = model.loss_sums(params["base"], adapter, vec[None], params["aug"], batch, cfg=MCFG, lora_cfg=lc)
+        assert w == seq[1].sum()  # the whole answer, nothing of the input
+        np.testing.assert_allclose(got[c, a], float(s), rtol=2e-5)
+  assert [id(g) for g in predict.poe_attempts(cands, got)] == [id(cands[i]) for i in np.argsort(got.sum(1))[:2]]
+
+
+def test_distinct_answers_count_views_and_keep_first_seen_order_on_ties():
+  g1, g2, g3 = (np.full((2, 2), k, np.int8) for k in (1, 2, 3))
+  views = [predict.View(0, j, a, None, np.zeros(3, np.int32)) for j, a in ((0, 0), (0, 1), (0, 2), (0, 3), (1, 0))]
+  got = predict.distinct_answers(views, [g1, g2, g2.copy(), None, g3], 0)
+  assert [int(g[0, 0]) for g in got] == [2, 1]
+  assert [int(g[0, 0]) for g in predict.distinct_answers(views, [g1, g2, g3, g1, g3], 0)] == [1, 2, 3]
+  assert predict.poe_attempts([g1, g2, g3], np.array([[1.0, 1.0], [0.5, 0.5], [1.0, 1.0]]), k=2)[0] is g2
+  # ties keep the candidates' order
+  assert [int(g[0, 0]) for g in predict.poe_attempts([g1, g2, g3], np.ones((3, 2)))] == [1, 2]

@@ -1,8 +1,9 @@
-"""Evaluation of the task-embedding model on new tasks: TTT (or none), decode, vote, pass@2.
+"""Evaluation of the task-embedding model on new tasks: TTT (or none), decode, select, pass@2.
 
-Besides pass@2 it measures what moves long before whole answers are right: the test outputs'
-teacher-forced loss and token accuracy under the task's state (identity view), the ledger's
-held-out figures.
+Besides pass@2 it counts the tasks whose every true test output is among the views' distinct
+answers (``candidate_right``: what any selection could reach), and measures what moves long
+before whole answers are right: the test outputs' teacher-forced loss and token accuracy under
+the task's state (identity view), the ledger's held-out figures.
 """
 
 from __future__ import annotations
@@ -32,6 +33,16 @@ class EvalConfig:
   # Fixed batch shapes for decoding and test-output metrics: a few programs compile for any task
   # set (an accelerator's choice; on a CPU the padding costs more than the compiles it saves).
   fixed_shapes: bool = False
+  # Choosing the two attempts: "vote" (the paper's hierarchical vote) or "poe" (every distinct
+  # answer ranked by its summed -log p under the eight dihedral views).
+  select: str = "vote"
+
+  def __post_init__(self):
+    if self.select not in SELECT_METHODS:
+      raise ValueError(f"EvalConfig.select must be one of {SELECT_METHODS}, got {self.select!r}")
+
+
+SELECT_METHODS = ("vote", "poe")
 
 
 def fresh_generated_tasks(which: str, n: int, seed: int, difficulty=(0.0, 0.3)) -> list[Task]:
@@ -102,6 +113,12 @@ def test_output_metrics(params: dict, mcfg: ModelConfig, state: dict, task: Task
   return float(s / w), float(hits / w)
 
 
+def _found(task: Task, grids_per_input: Sequence[Sequence[Any]]) -> list[bool]:
+  """Per test input: is its true output among the given grids."""
+  return [p.output is not None and any(grids_equal(a, p.output) for a in gs)
+          for p, gs in zip(task.test, grids_per_input)]
+
+
 def evaluate(params: dict, mcfg: ModelConfig, tasks: Sequence[Task], ecfg: EvalConfig,
              log=print, deadline: Optional[float] = None, clock=time.monotonic) -> dict:
   """Per-task records (attempts right, pass@2, test-output loss) and totals.
@@ -152,19 +169,30 @@ def evaluate(params: dict, mcfg: ModelConfig, tasks: Sequence[Task], ecfg: EvalC
                                              views[i], cfg=mcfg, lora_cfg=lcfg, max_answer=ecfg.max_answer,
                                              fixed_shapes=ecfg.fixed_shapes) if views[i] else [])
     for i, task in enumerate(group):
-      attempts = predict.vote(views[i], per_task[i], len(task.test))
-      right = [p.output is not None and any(grids_equal(a, p.output) for a in att)
-               for p, att in zip(task.test, attempts)]
+      cands = [predict.distinct_answers(views[i], per_task[i], j) for j in range(len(task.test))]
+      voted = predict.vote(views[i], per_task[i], len(task.test))
+      attempts = voted
+      if ecfg.select == "poe":
+        st = states[i]
+        attempts = [predict.poe_attempts(c, predict.poe_scores(
+            st.get("base", params["base"]), st.get("lora"), st["task"], params["aug"], p.input, c, cfg=mcfg,
+            lora_cfg=lcfg_ttt if "lora" in st else None)) for p, c in zip(task.test, cands)]
+      right, right_vote, among = (_found(task, g) for g in (attempts, voted, cands))
       nll, acc = test_output_metrics(params, mcfg, states[i], task, lcfg_ttt, ecfg.fixed_shapes)
       records.append({"task_id": task.task_id, "pass2": bool(all(right)), "inputs_right": sum(right),
                       "inputs": len(task.test), "views": len(views[i]),
+                      "pass2_vote": bool(all(right_vote)), "candidates": sum(len(c) for c in cands),
+                      "candidate_right": bool(all(among)),
                       "parsed": sum(a is not None for a in per_task[i]), "ttt_final_loss": losses[i],
                       "test_nll": nll, "test_token_acc": acc})
     log(f"  tasks {g0 + len(group)}/{len(tasks)}: pass@2 so far "
         f"{sum(r['pass2'] for r in records)}; group {time.time() - t_g:.0f} s (TTT {t_ttt:.0f} s)")
   n = len(records)
   finite = [r for r in records if np.isfinite(r["test_nll"])]
-  return {"mode": mode, "tasks": n, "unfinished": unfinished, "pass2": sum(r["pass2"] for r in records),
+  return {"mode": mode, "select": ecfg.select, "tasks": n, "unfinished": unfinished,
+          "pass2": sum(r["pass2"] for r in records),
+          "pass2_vote": sum(r["pass2_vote"] for r in records),
+          "candidate_right": sum(r["candidate_right"] for r in records),
           "test_nll": float(np.mean([r["test_nll"] for r in finite])) if finite else None,
           "test_token_acc": float(np.mean([r["test_token_acc"] for r in finite])) if finite else None,
           "seconds": round(time.time() - t0, 1), "seconds_per_task": round((time.time() - t0) / max(n, 1), 1),

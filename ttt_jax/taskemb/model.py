@@ -55,6 +55,14 @@ def loss_sums(base: Params, lora: Optional[dict], task_vec_BxD: jax.Array, aug_t
   return jnp.sum(token_nll(lg, batch.targets) * w), jnp.sum(w), jnp.sum(hits * (w > 0))
 
 
+def row_nll(base: Params, lora: Optional[dict], task_vec_BxD: jax.Array, aug_table_AxD: jax.Array,
+            batch: PairBatch, *, cfg: ModelConfig, lora_cfg: Any = None) -> jax.Array:
+  """Weighted NLL sum of each row (B): a whole answer's -log p under one view (PoE scoring)."""
+  lg = logits(base, lora, task_vec_BxD, aug_table_AxD, batch.tokens, batch.mask, batch.aug, cfg=cfg,
+              lora_cfg=lora_cfg)
+  return jnp.sum(token_nll(lg, batch.targets) * batch.weights.astype(jnp.float32), axis=-1)
+
+
 def pool_loss(params: Params, batch: PairBatch, *, cfg: ModelConfig, task_embedding: bool = True
               ) -> tuple[jax.Array, dict]:
   """Token-mean output loss of pool tasks (rows of the task table). ``task_embedding=False``

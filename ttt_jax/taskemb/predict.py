@@ -1,15 +1,20 @@
-"""Inference in the pair format: views, batched greedy decoding, inverse transforms, voting.
+"""Inference in the pair format: views, batched greedy decoding, inverse transforms, voting, PoE.
 
 A view of a test input is (task vector, dihedral id, colour permutation): its prompt is
 ``BOS IN aug(input) OUT`` and its conditioning ``task_vec + aug_table[dihedral]``. Its answer
 is parsed, mapped back by the inverse transform, and voted on with ``ttt_jax.voting`` (each
 dihedral is a group). Views of many tasks decode in one batch (conditioning is per row); a
 task with its own LoRA or weights decodes in its own batch.
+
+Selection: the paper's hierarchical vote over the views' answers, or a product of experts
+(``poe_scores``): every distinct answer is scored by its summed -log p under each dihedral view
+of the pair (the ARChitects' selection), which can rank an answer that few views produced.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Optional, Sequence
 
 import jax
@@ -18,11 +23,11 @@ import numpy as np
 
 from ttt_jax import voting
 from ttt_jax.arc import augment
-from ttt_jax.arc.task import Grid, Task
+from ttt_jax.arc.task import Grid, Pair, Task, grids_equal
 from ttt_jax.data import tokens
 from ttt_jax.model import decode
 from ttt_jax.model.config import ModelConfig
-from ttt_jax.taskemb import data
+from ttt_jax.taskemb import data, model
 
 ANSWER_MAX = 30 * 31 + 1  # a 30x30 grid, its row ends and EOS
 
@@ -115,3 +120,67 @@ def vote(views: Sequence[View], answers: Sequence[Optional[Grid]], num_tests: in
     cands = [(a, v.name) for v, a in zip(views, answers) if v.test_index == j and a is not None]
     out.append(voting.attempts(voting.hierarchical_vote(cands), k) if cands else [])
   return out
+
+
+def distinct_answers(views: Sequence[View], answers: Sequence[Optional[Grid]], test_index: int
+                     ) -> list[Grid]:
+  """The distinct parsed answers for one test input, most frequent first (first seen on ties)."""
+  grids: list[Grid] = []
+  counts: list[int] = []
+  for v, a in zip(views, answers):
+    if v.test_index != test_index or a is None:
+      continue
+    k = next((i for i, g in enumerate(grids) if grids_equal(g, a)), None)
+    if k is None:
+      grids.append(a)
+      counts.append(1)
+    else:
+      counts[k] += 1
+  order = sorted(range(len(grids)), key=lambda i: -counts[i])  # stable: first seen on ties
+  return [grids[i] for i in order]
+
+
+SCORE_LENGTHS = (64, 128, 256, 512, 1024, 2048)  # scoring batches padded to these (few compiles)
+SCORE_ROWS = 8  # and their rows to a multiple of this
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "lora_cfg"))
+def _row_nll_jit(base, lora, vec_BxD, aug_table, batch, *, cfg, lora_cfg):
+  return model.row_nll(base, lora, vec_BxD, aug_table, batch, cfg=cfg, lora_cfg=lora_cfg)
+
+
+def poe_scores(base: dict, adapter: Optional[dict], vec_D: np.ndarray, aug_table: jax.Array,
+               test_input: Grid, candidates: Sequence[Grid], *, cfg: ModelConfig, lora_cfg: Any = None,
+               augs: Sequence[int] = tuple(range(data.NUM_AUGS)), chunk_rows: int = 64) -> np.ndarray:
+  """C x A: -log p(candidate | task vector, dihedral view a) of the whole answer, for each view.
+
+  The product of experts is the row sum (lower is better). Rows are padded to ``SCORE_ROWS``
+  and lengths to ``SCORE_LENGTHS``; padding carries no weight, so the scores do not depend
+  on it. A pair longer than the largest length (or the model's context) raises ValueError.
+  """
+  seqs, aug_B = [], []
+  for c in candidates:
+    for a in augs:
+      q = data.augment_pair(Pair(test_input, np.asarray(c, np.int8)), a)
+      seqs.append(data.encode_pair(q.input, q.output))
+      aug_B.append(a)
+  if not seqs:
+    return np.zeros((len(candidates), len(augs)), np.float32)
+  lengths = tuple(L for L in SCORE_LENGTHS if L < cfg.max_seq_len) + (cfg.max_seq_len - 1,)
+  out = []
+  for s0 in range(0, len(seqs), chunk_rows):
+    chunk, chunk_aug = seqs[s0:s0 + chunk_rows], aug_B[s0:s0 + chunk_rows]
+    n = len(chunk)
+    rows = -(-n // SCORE_ROWS) * SCORE_ROWS
+    length = data.bucket_length(max(len(t) for t, _ in chunk), lengths)
+    batch = data.make_batch(chunk + [chunk[-1]] * (rows - n), [0] * rows, chunk_aug + [chunk_aug[-1]] * (rows - n),
+                            length)
+    vec = jnp.broadcast_to(jnp.asarray(vec_D), (rows, np.shape(vec_D)[-1]))
+    out.append(np.asarray(_row_nll_jit(base, adapter, vec, aug_table, batch, cfg=cfg, lora_cfg=lora_cfg))[:n])
+  return np.concatenate(out).reshape(len(candidates), len(augs))
+
+
+def poe_attempts(candidates: Sequence[Grid], scores_CxA: np.ndarray, k: int = 2) -> list[Grid]:
+  """The ``k`` candidates with the lowest summed -log p over views (earlier first on ties)."""
+  total = np.asarray(scores_CxA, np.float64).sum(axis=-1)
+  return [candidates[i] for i in np.argsort(total, kind="stable")[:k]]
