@@ -30,6 +30,7 @@ import numpy as np
 
 from ttt_jax.data import tokens
 from ttt_jax.model import decode, transformer
+from ttt_jax.parallel.sharding import to_device
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "lora_cfg", "cache_len"))
@@ -75,6 +76,7 @@ def dfs_sample(params, adapter, prompt_T: np.ndarray, *, cfg, lora_cfg=None, min
     raise ValueError(f"dfs_sample: prompt {P} + {max_new_tokens} new tokens exceed "
                      f"cfg.max_seq_len={cfg.max_seq_len}")
   lora_cfg = lora_cfg if adapter is not None else None
+  adapter = to_device(adapter)  # a host adapter is placed once, not per node
   allowed = None if allowed_ids is None else np.array(sorted(set(allowed_ids) | {eos_id}), np.int64)
   floor = math.log(min_prob)
   # The cache holds the prompt and every answer token but the last (EOS is never fed back).
@@ -84,7 +86,7 @@ def dfs_sample(params, adapter, prompt_T: np.ndarray, *, cfg, lora_cfg=None, min
   mask_1xT = np.zeros((1, padded), bool)
   mask_1xT[0, padded - P:] = True
   cache_len = padded + -(-(max_new_tokens - 1) // length_multiple) * length_multiple
-  logp_V, cache = _prefill(params, adapter, jnp.asarray(tokens_1xT), jnp.asarray(mask_1xT),
+  logp_V, cache = _prefill(params, adapter, *to_device((tokens_1xT, mask_1xT)),
                            cfg=cfg, lora_cfg=lora_cfg, cache_len=max(cache_len, padded + 1))
 
   results: list[tuple[np.ndarray, float]] = []
@@ -116,8 +118,8 @@ def dfs_sample(params, adapter, prompt_T: np.ndarray, *, cfg, lora_cfg=None, min
       if expansions >= max_expansions:
         break
       expansions += 1
-      child_logp, child_cache = _step(params, adapter, cache, tok, P + len(prefix), cfg=cfg,
-                                      lora_cfg=lora_cfg)
+      token, position = to_device((np.int32(tok), np.int32(P + len(prefix))))
+      child_logp, child_cache = _step(params, adapter, cache, token, position, cfg=cfg, lora_cfg=lora_cfg)
       children.append((prefix + (tok,), s, np.asarray(child_logp, np.float64), child_cache))
     stack.extend(reversed(children))  # the most probable child is popped next
   results.sort(key=lambda r: -r[1])

@@ -14,13 +14,13 @@ import functools
 from typing import Any, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ttt_jax.arc.task import Grid
 from ttt_jax.data import tokens
 from ttt_jax.infer.views import View
 from ttt_jax.model import decode, lora
+from ttt_jax.parallel.sharding import to_device
 
 
 def bucket(n: int, multiple: int) -> int:
@@ -152,8 +152,7 @@ def decode_views(params: Any, adapters: Sequence[Any], views_per_task: Sequence[
       t, m = left_pad(prompts, length)
       toks.append(t)
       masks.append(m)
-    out_KxBxN = _generate_many(params, stacked, jnp.asarray(np.stack(toks)),
-                               jnp.asarray(np.stack(masks)), cfg=cfg,
+    out_KxBxN = _generate_many(params, stacked, *to_device((np.stack(toks), np.stack(masks))), cfg=cfg,
                                lora_cfg=lora_cfg if stacked is not None else None,
                                max_new_tokens=max_new_tokens, decode_chunk=decode_chunk)
     out_KxBxN = np.asarray(jax.device_get(out_KxBxN))

@@ -26,6 +26,7 @@ from ttt_jax.data import tokens
 from ttt_jax.infer.predict import bucket
 from ttt_jax.infer.views import View
 from ttt_jax.model import blockwise, lora, transformer
+from ttt_jax.parallel.sharding import to_device
 
 
 def answer_tokens(view: View, candidate: Grid) -> np.ndarray:
@@ -104,8 +105,7 @@ def greedy_matches(params, adapter, prompts: Sequence[np.ndarray], answers: Sequ
   if not prompts:
     return np.zeros(0, bool), np.zeros(0)
   t, m, a = _padded_rows(prompts, answers, length_multiple, rows_multiple)
-  exact, hits, total = _greedy_hits(params, adapter, jnp.asarray(t), jnp.asarray(m),
-                                    jnp.asarray(a), cfg=cfg,
+  exact, hits, total = _greedy_hits(params, to_device(adapter), *to_device((t, m, a)), cfg=cfg,
                                     lora_cfg=lora_cfg if adapter is not None else None)
   n = len(prompts)
   return (np.asarray(exact, bool)[:n],
@@ -138,8 +138,8 @@ def answer_logprobs(params, adapter, prompts: Sequence[np.ndarray], answers: Seq
   if not prompts:
     return np.zeros(0)
   t, m, a = _padded_rows(prompts, answers, length_multiple, rows_multiple)
-  out = _sequence_logprobs_jit(params, adapter, jnp.asarray(t), jnp.asarray(m), jnp.asarray(a),
-                               cfg=cfg, lora_cfg=lora_cfg if adapter is not None else None)
+  out = _sequence_logprobs_jit(params, to_device(adapter), *to_device((t, m, a)), cfg=cfg,
+                               lora_cfg=lora_cfg if adapter is not None else None)
   return np.asarray(out, np.float64)[:len(prompts)]
 
 
@@ -213,11 +213,11 @@ def poe_scores_many(params, adapters: Sequence[Any], views_per_task: Sequence[Se
     t, m, a = toks[:, s:s + per_call], masks[:, s:s + per_call], marks[:, s:s + per_call]
     if stacked is None:  # the bare model: the same function, no adapter axis
       slices.append(np.stack([np.asarray(_sequence_logprobs_jit(
-          params, None, jnp.asarray(t[i]), jnp.asarray(m[i]), jnp.asarray(a[i]), cfg=cfg,
+          params, None, *to_device((t[i], m[i], a[i])), cfg=cfg,
           lora_cfg=None)) for i in range(len(live))]))
     else:
       slices.append(np.asarray(_sequence_logprobs_many(
-          params, stacked, jnp.asarray(t), jnp.asarray(m), jnp.asarray(a), cfg=cfg,
+          params, stacked, *to_device((t, m, a)), cfg=cfg,
           lora_cfg=lora_cfg)))
   out = np.concatenate(slices, axis=1)
   for row, k in enumerate(live):

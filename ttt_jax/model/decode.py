@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from ttt_jax.data import tokens
 from ttt_jax.model import transformer
 from ttt_jax.model.config import ModelConfig
+from ttt_jax.parallel.sharding import rng_key, to_device
 
 
 DEFAULT_MAX_CHUNKS = 8  # compiled loop bodies per generate call
@@ -195,7 +196,9 @@ def generate(params, adapter, prompt_BxT, prompt_mask_BxT, *, cfg: ModelConfig, 
   if T + max_new_tokens > cfg.max_seq_len:
     raise ValueError(f"generate: prompt length {T} + max_new_tokens {max_new_tokens} exceeds "
                      f"cfg.max_seq_len={cfg.max_seq_len} ({cfg.name})")
-  rng = jax.random.key(0) if rng is None else rng  # unused when greedy
+  rng = rng_key(0) if rng is None else rng  # unused when greedy
+  # host prompts are placed explicitly (the stages run under a host-to-device transfer guard)
+  prompt_BxT, prompt_mask_BxT, cond_BxD = to_device((prompt_BxT, prompt_mask_BxT, cond_BxD))
   logits_BxV, cache = _prefill_jit(params, adapter, prompt_BxT, prompt_mask_BxT, cfg=cfg, lora_cfg=lora_cfg,
                                    cond_BxD=cond_BxD)
   prompt_len_B = jnp.sum(prompt_mask_BxT.astype(jnp.int32), axis=-1)

@@ -11,6 +11,7 @@ a leading axis for ``jax.vmap``; ``merge`` folds one into the base weights.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -66,12 +67,19 @@ def to_fields(lcfg: LoraConfig) -> dict:
 
 def _target_shapes(cfg: ModelConfig, lcfg: LoraConfig) -> dict[str, tuple[int, int]]:
   """(d_in, d_out) of each adapted kernel, read from the base parameter shapes."""
-  shapes = jax.eval_shape(lambda k: transformer.init_params(cfg, k), jax.random.key(0))
+  shapes = jax.eval_shape(lambda: transformer.init_params(cfg, jax.random.key(0)))
   return {t: tuple(shapes["layers"][TARGET_GROUPS[t]][t]["kernel"].shape[1:]) for t in lcfg.targets}
 
 
 def init_lora(cfg: ModelConfig, lcfg: LoraConfig, rng: jax.Array) -> dict:
-  """A fresh adapter: ``a`` uniform in +-1/sqrt(d_in), ``b`` zero (the model is unchanged)."""
+  """A fresh adapter: ``a`` uniform in +-1/sqrt(d_in), ``b`` zero (the model is unchanged).
+
+  One compiled program: no host constants are sent to the device per call."""
+  return _init_lora_jit(cfg, lcfg, rng)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _init_lora_jit(cfg: ModelConfig, lcfg: LoraConfig, rng: jax.Array) -> dict:
   dtype = jnp.dtype(lcfg.param_dtype)
   out: dict = {"layers": {}}
   keys = jax.random.split(rng, len(lcfg.targets))
@@ -90,7 +98,8 @@ def stack(adapters: Sequence[dict]) -> dict:
   structs = {jax.tree.structure(a) for a in adapters}
   if len(structs) != 1:
     raise ValueError(f"lora.stack: adapters have different structures: {structs}")
-  return jax.tree.map(lambda *xs: jnp.stack(xs), *adapters)
+  # host (numpy) adapters are placed explicitly, then stacked on the device
+  return jax.tree.map(lambda *xs: jnp.stack(jax.device_put(xs)), *adapters)
 
 
 def unstack(stacked: dict) -> list[dict]:

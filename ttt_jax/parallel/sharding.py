@@ -12,6 +12,7 @@ import re
 from typing import Any, Callable, Sequence
 
 import jax
+import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ttt_jax.parallel.mesh import BATCH_AXES
@@ -96,9 +97,13 @@ def global_batch(batch: Any, mesh: Mesh) -> Any:
   ``batch_sharding``: each process only transfers the shards its own devices hold, so the
   same code runs on one host and on a multi-host pod."""
   shardings = batch_sharding(mesh, batch)
-  return jax.tree.map(
-      lambda x, s: jax.make_array_from_callback(x.shape, s, lambda idx, x=x: x[idx]),
-      batch, shardings)
+
+  def place(x, s):  # explicit per-device puts (allowed under a host-to-device transfer guard)
+    x = np.asarray(x)
+    shards = [jax.device_put(x[idx], d) for d, idx in s.addressable_devices_indices_map(x.shape).items()]
+    return jax.make_array_from_single_device_arrays(x.shape, s, shards)
+
+  return jax.tree.map(place, batch, shardings)
 
 
 def replicated(mesh: Mesh, tree: Any) -> Any:
@@ -116,6 +121,22 @@ def sharded_init(init_fn: Callable[..., Any], mesh: Mesh, rules: Rules = PARAM_R
   abstract = jax.eval_shape(init_fn, *args)
   shardings = tree_shardings(abstract, mesh, rules, task_axis=task_axis)
   return jax.jit(init_fn, out_shardings=shardings)(*args), shardings
+
+
+def to_device(tree: Any) -> Any:
+  """Host data (numpy arrays, Python scalars) placed on the default device, explicitly.
+
+  The stages make every host-to-device transfer this way, so they run under
+  ``jax.transfer_guard_host_to_device("disallow")`` (tested): an implicit copy, such as a host
+  base passed to a jitted call, then fails instead of silently costing gigabytes per call.
+  Arrays already on a device pass through untouched.
+  """
+  return jax.tree.map(lambda x: x if isinstance(x, jax.Array) else jax.device_put(x), tree)
+
+
+def rng_key(seed: int) -> jax.Array:
+  """``jax.random.key(seed)`` (the same key) from an explicitly placed seed (see ``to_device``)."""
+  return jax.random.key(jax.device_put(np.uint32(seed)))
 
 
 def shard(tree: Any, shardings: Any) -> Any:

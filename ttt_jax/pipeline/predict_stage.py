@@ -169,7 +169,7 @@ def predict_tasks(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any
   import jax  # deferred: the numpy-only parts of this module import without JAX
   from ttt_jax.infer import scoring as scoring_lib
   from ttt_jax.model import lora as lora_lib
-  from ttt_jax.parallel import multihost
+  from ttt_jax.parallel import multihost, sharding
   index, count = ((multihost.process_index(), multihost.process_count()) if task_parallel
                   else (0, 1))
   search_method = search_cfg.method if search_cfg is not None else "greedy"
@@ -197,7 +197,7 @@ def predict_tasks(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any
   use_lora = lcfg is not None and any_adapter
   zero = None
   if use_lora:  # tasks without TTT use a fresh adapter: B = 0, so exactly the base model
-    zero = jax.tree.map(np.asarray, lora_lib.init_lora(mcfg, lcfg, jax.random.key(0)))
+    zero = jax.tree.map(np.asarray, lora_lib.init_lora(mcfg, lcfg, sharding.rng_key(0)))
   progress = Progress("predict", sum(len(g) for g in mine))
   for group in mine:
     for call in predict.split_for_context([vs for _, _, vs in group], context):

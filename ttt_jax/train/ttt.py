@@ -74,7 +74,12 @@ def build_datasets(tasks: Sequence[Task], tcfg: TTTConfig) -> dict[str, list]:
 
 def init_adapter(mcfg: Any, lcfg: Any, task_id: str, seed: int) -> PyTree:
   from ttt_jax.model import lora  # pylint: disable=g-import-not-at-top
-  return lora.init_lora(mcfg, lcfg, jax.random.key(task_seed(task_id, seed)))
+  return lora.init_lora(mcfg, lcfg, sharding.rng_key(task_seed(task_id, seed)))
+
+
+@functools.partial(jax.jit, static_argnames=("ocfg",))
+def _init_multitask_jit(adapters_K: PyTree, steps_K: jax.Array, *, ocfg: OptimConfig):
+  return steps.init_multitask_state(adapters_K, ocfg, steps_K)
 
 
 def _unstack(tree_K: PyTree, k: int) -> PyTree:
@@ -106,20 +111,19 @@ def train_group(params: PyTree, datasets: Sequence[Sequence[Any]], task_ids: Seq
   adapters = lora.stack(starts)
   # The adapters and step counts are arguments, not closure constants baked into the program.
   init = lambda adapters_K, steps_K: steps.init_multitask_state(adapters_K, ocfg, steps_K)
-  init_args = (adapters, np.asarray(plan.steps_K))
+  init_args = sharding.to_device((adapters, np.asarray(plan.steps_K)))
   if step_fn is None:
     from ttt_jax.model import transformer  # pylint: disable=g-import-not-at-top
     apply_fn = functools.partial(transformer.forward_hidden, cfg=mcfg, lora_cfg=lcfg)
     step_fn = steps.jit_multitask_step(apply_fn, ocfg)
   if mesh is not None:
     state, _ = sharding.sharded_init(init, mesh, task_axis=True, args=init_args)
-  else:
-    state = init(*init_args)
+  else:  # compiled once per optimizer config: no host constants, no program per group
+    state = _init_multitask_jit(*init_args, ocfg=ocfg)
   losses, t0 = [], time.perf_counter()
   for s in range(plan.num_steps):
     batch = plan.batch(s)  # host work overlaps the previous (asynchronously dispatched) step
-    if mesh is not None:
-      batch = sharding.global_batch(batch, mesh)
+    batch = sharding.global_batch(batch, mesh) if mesh is not None else sharding.to_device(batch)
     state, m = step_fn(state, params, batch)
     losses.append(m["loss"])
     if tcfg.log_every and (s + 1) % tcfg.log_every == 0:
@@ -128,9 +132,10 @@ def train_group(params: PyTree, datasets: Sequence[Sequence[Any]], task_ids: Seq
   loss_SxK = np.asarray(jnp.stack(losses)) if losses else np.zeros((0, k_total))
   seconds = time.perf_counter() - t0
   out_adapters, stats = [], []
+  trainable_K = jax.device_get(state.trainable)  # one fetch, then host slices
   for k, tid in enumerate(task_ids):
     n = int(plan.steps_K[k])
-    out_adapters.append(_unstack(state.trainable, k))
+    out_adapters.append(_unstack(trainable_K, k))
     stats.append({"task_id": tid, "steps": n, "num_examples": len(datasets[k]),
                   "first_loss": float(loss_SxK[0, k]) if n else None,
                   "final_loss": float(loss_SxK[n - 1, k]) if n else None,
