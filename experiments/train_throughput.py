@@ -16,6 +16,8 @@ read (weights plus the live KV cache, every step) against this machine's read ba
 measured in the same run. ``--decode_baseline=REV`` also times the decoder of git revision
 REV (its ``ttt_jax/model/{transformer,decode}.py``, loaded beside the current ones) on the
 same prompts, alternating calls, and checks the tokens are equal: a before/after in one run.
+``--dot_profile`` times each step's matrix products alone (``experiments/bench/dot_profile.py``):
+how long the step would take if nothing but its products cost anything.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ _ATTENTION = flags.DEFINE_list("attention", ["xla", "blocked"], "attention_impl 
 _DECODE = flags.DEFINE_string("decode", "64x128+256", "greedy decode of the first size: ROWSxPROMPT+NEW ('' skips)")
 _DECODE_BASELINE = flags.DEFINE_string("decode_baseline", "", "git revision whose decoder --decode also times")
 _ITERS = flags.DEFINE_integer("iters", 5, "timed steps per cell")
+_DOTS = flags.DEFINE_bool("dot_profile", False, "also time every matrix product of each step alone "
+                          "(experiments/bench/dot_profile.py): the step's matmul bound on this machine")
 
 
 def model_config(dim: int, layers: int, dtype: str, grid: bool, attention: str = "xla") -> config.ModelConfig:
@@ -109,8 +113,12 @@ def measure(mcfg: config.ModelConfig, batch: int, length: int, iters: int) -> di
     jax.block_until_ready(m)
     times.append(time.perf_counter() - t0)
   sec = statistics.median(times)
-  return {"params": transformer.count_params(params), "step_s": sec, "tok_s": batch * length / sec,
-          "gflops": step_flops(mcfg, batch, length) / sec / 1e9}
+  out = {"params": transformer.count_params(params), "step_s": sec, "tok_s": batch * length / sec,
+         "gflops": step_flops(mcfg, batch, length) / sec / 1e9}
+  if _DOTS.value:
+    from experiments.bench import dot_profile  # pylint: disable=g-import-not-at-top
+    out["dots"] = dot_profile.dot_bound(step, state, None, b)
+  return out
 
 
 def decode_flops_per_token(mcfg: config.ModelConfig, context: float) -> float:
@@ -196,7 +204,7 @@ def main(argv):
   first = matmul_rate(_ITERS.value)
   print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()} (JAX {jax.__version__}, "
         f"backend {jax.default_backend()})")
-  rows = []
+  rows, dots = [], []
   for size in _SIZES.value:
     dim, layers = map(int, size.split("x"))
     for dtype in _DTYPES.value:
@@ -206,6 +214,9 @@ def main(argv):
           r = measure(model_config(dim, layers, dtype, _GRID.value, attention), b, t, _ITERS.value)
           rows.append((f"| {dim}x{layers} | {r['params'] / 1e6:.2f}M | {dtype} | {attention} | {b} x {t} | "
                        f"{r['step_s']:.2f} | {r['tok_s']:.0f} | {r['gflops']:.1f} |", r["gflops"]))
+          if "dots" in r:
+            dots.append((f"{dim}x{layers} {attention} {b} x {t}", r["step_s"], r["gflops"] * r["step_s"],
+                         r["dots"]))
           print(f"measured {rows[-1][0]}", flush=True)
   dec = None
   if _DECODE.value:
@@ -227,6 +238,19 @@ def main(argv):
   print("|---|---|---|---|---|---|---|---|---|")
   for line, gflops in rows:
     print(f"{line} {gflops / ref:.0%} |")
+  if dots:
+    print("\nThe steps' matrix products, each timed alone (experiments/bench/dot_profile.py):")
+    print("| step | step (s) | products (distinct / calls) | products alone (s) | share of the step | "
+          "products' own GFLOP/s | model GFLOP/s if only the products ran | of matmul rate | the rest (s) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, step_s, gflop, d in dots:
+      print(f"| {name} | {step_s:.3f} | {d['products']} / {d['calls']} | {d['seconds']:.3f} | "
+            f"{d['seconds'] / step_s:.0%} | {d['flops'] / d['seconds'] / 1e9:.1f} | {gflop / d['seconds']:.1f} | "
+            f"{gflop / d['seconds'] / ref:.0%} | {step_s - d['seconds']:.3f} |")
+    for name, _, _, d in dots:
+      print(f"slowest products of {name}: " + "; ".join(
+          f"{r['dot']} x{r['count']}: {r['seconds'] * 1e3:.1f} ms at {r['gflops']:.0f} GFLOP/s"
+          for r in d["slowest"]))
   if dec:
     dim, layers, n_rows, prompt, new, r = dec
     print(f"decode {dim}x{layers}, {n_rows} rows x ({prompt} prompt + {new} new), greedy, float32: "

@@ -48,3 +48,22 @@ def test_baseline_decoder_of_this_revision_gives_the_same_tokens():
   r = train_throughput.measure_decode(cfg, rows=2, prompt=8, new=4, iters=1,
                                       baseline=train_throughput.decoder_at("HEAD"))
   assert r["same_tokens"] and r["baseline_s"] > 0 and r["read_gbs"] > 0
+
+
+def test_dot_profile_counts_every_product_of_forward_and_backward_through_a_scan():
+  """A 3-layer scanned MLP's gradient: forward x @ w and, per layer, the two backward products
+  (dx and dw), each counted once per scan step; FLOPs are 2 x M x K x N per product."""
+  import jax.numpy as jnp
+  from experiments.bench import dot_profile
+
+  def loss(w_LxDxD, x_BxD):
+    y, _ = jax.lax.scan(lambda h, w: (jnp.tanh(h @ w), None), x_BxD, w_LxDxD)
+    return jnp.sum(y)
+
+  B, D, L = 6, 8, 3
+  jaxpr = jax.make_jaxpr(jax.grad(loss))(jnp.ones((L, D, D)), jnp.ones((B, D)))
+  dots = dot_profile.collect_dots(jaxpr.jaxpr)
+  assert sum(dots.values()) == 3 * L  # forward, dx, dw per layer
+  assert sum(d.flops * n for d, n in dots.items()) == 3 * L * 2 * B * D * D
+  r = dot_profile.dot_bound(jax.grad(loss), jnp.ones((L, D, D)), jnp.ones((B, D)))
+  assert r["calls"] == 3 * L and r["flops"] == 3 * L * 2 * B * D * D and r["seconds"] > 0
