@@ -31,6 +31,9 @@ _COLOURS = flags.DEFINE_integer("colour_views", 0, "extra colour permutations pe
 _SELECT = flags.DEFINE_enum("select", "vote", ["vote", "poe"], "attempts by the paper's hierarchical "
                             "vote, or by a product of experts (summed -log p of each distinct answer "
                             "under the eight dihedral views)")
+_SEARCH = flags.DEFINE_enum("search", "greedy", ["greedy", "dfs"], "dfs: also every answer with "
+                            "probability > --dfs_min_prob under each view (needs --select=poe)")
+_DFS_MIN_PROB = flags.DEFINE_float("dfs_min_prob", 0.1, "depth-first search threshold")
 _OUT = flags.DEFINE_string("out", "", "write the records here (JSON)")
 _ATTENTION = flags.DEFINE_enum("attention_impl", "blocked", ["", "xla", "blocked", "cudnn"],
                                "attention of TTT and scoring ('': the checkpoint's; blocked: the CPU's "
@@ -55,7 +58,7 @@ def main(argv):
         f"{len(tasks)} tasks of {_TASKS.value}, TTT {_TTT.value}", flush=True)
   res = evaluate.evaluate(params, mcfg, tasks, evaluate.EvalConfig(
       ttt=tcfg, group_size=_GROUP.value, colour_views=_COLOURS.value, fixed_shapes=_FIXED.value,
-      select=_SELECT.value),
+      select=_SELECT.value, search=_SEARCH.value, dfs_min_prob=_DFS_MIN_PROB.value),
       log=lambda s: print(s, flush=True))
   res.update(checkpoint=ckpt, step=state["step"], tokens_seen=state["tokens_seen"], task_set=_TASKS.value,
              ttt_steps=_STEPS.value if tcfg else 0, attention_impl=mcfg.attention_impl)

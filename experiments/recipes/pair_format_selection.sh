@@ -19,5 +19,6 @@ run() {  # name, then taskemb_eval flags
 run embed128 --steps=128
 run embed128_colours --steps=128 --colour_views=1
 run full64 --ttt=full --steps=64
+run embed128_dfs --steps=128 --search=dfs
 exit
 }

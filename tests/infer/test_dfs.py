@@ -121,3 +121,26 @@ def test_dfs_under_an_adapter_scores_as_teacher_forcing():
   bare = scoring.answer_logprobs(params, None, [prompt] * 4, seqs, cfg=CFG)
   np.testing.assert_allclose([s for _, s in got], adapted, rtol=1e-5, atol=1e-4)
   assert not np.allclose(adapted, bare, atol=1e-3)
+
+
+def test_dfs_with_a_conditioning_vector_scores_as_teacher_forcing():
+  """The pair format's vector reaches the prefill and every expansion: DFS's log-probs equal a
+  full conditioned forward pass over prompt + answer, and differ from the unconditioned ones."""
+  params, prompt = PARAMS, _prompt()
+  cond_D = np.asarray(jax.random.normal(jax.random.key(5), (CFG.dim,)), np.float32)
+  got = dfs.dfs_sample(params, None, prompt, cfg=CFG, min_prob=1e-9, max_new_tokens=MAX_NEW,
+                       allowed_ids=ALLOWED, max_candidates=4, cond_D=cond_D)
+  assert len(got) == 4
+
+  def teacher_forced(seq, cond):
+    full = np.concatenate([prompt, seq])[None].astype(np.int32)
+    mask = np.ones(full.shape, bool)
+    logits = transformer.forward(params, None, full, transformer.positions_from_mask(mask), mask, cfg=CFG,
+                                 cond_BxD=None if cond is None else cond[None])
+    logp = jax.nn.log_softmax(np.asarray(logits[0], np.float64), axis=-1)
+    P = len(prompt)
+    return float(sum(logp[P - 1 + i, t] for i, t in enumerate(seq)))
+
+  want = [teacher_forced(t, cond_D) for t, _ in got]
+  np.testing.assert_allclose([s for _, s in got], want, rtol=1e-5, atol=1e-4)
+  assert not np.allclose(want, [teacher_forced(t, None) for t, _ in got], atol=1e-3)

@@ -272,3 +272,21 @@ def test_distinct_answers_count_views_and_keep_first_seen_order_on_ties():
   assert predict.poe_attempts([g1, g2, g3], np.array([[1.0, 1.0], [0.5, 0.5], [1.0, 1.0]]), k=2)[0] is g2
   # ties keep the candidates' order
   assert [int(g[0, 0]) for g in predict.poe_attempts([g1, g2, g3], np.ones((3, 2)))] == [1, 2]
+
+
+def test_depth_first_search_adds_answers_to_the_greedy_ones():
+  """search="dfs": every greedy answer stays a candidate and the search's own answers join them
+  (a permissive threshold on a random model finds some); it needs PoE to rank them."""
+  from ttt_jax.taskemb import evaluate
+  params = model.init_params(MCFG, 2, jax.random.key(13))
+  # a head that favours colours 1-2, row ends and EOS, so short valid grids are likely
+  params["base"]["lm_head"] = params["base"]["lm_head"].at[:, jnp.asarray([1, 2, tokens.NL, tokens.EOS])].add(3.0)
+  tasks = [_task(40)]
+  kw = dict(group_size=1, max_answer=12, select="poe")
+  greedy = evaluate.evaluate(params, MCFG, tasks, evaluate.EvalConfig(**kw), log=lambda s: None)
+  searched = evaluate.evaluate(params, MCFG, tasks, evaluate.EvalConfig(search="dfs", dfs_min_prob=1e-3, dfs_views=2,
+                                                                        **kw), log=lambda s: None)
+  assert searched["search"] == "dfs" and searched["records"][0]["parsed"] == greedy["records"][0]["parsed"]
+  assert searched["records"][0]["candidates"] > max(greedy["records"][0]["candidates"], 1)
+  with pytest.raises(ValueError, match="needs select='poe'"):
+    evaluate.EvalConfig(search="dfs")

@@ -34,26 +34,27 @@ from ttt_jax.parallel.sharding import to_device
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "lora_cfg", "cache_len"))
-def _prefill(params, adapter, prompt_1xT, mask_1xT, *, cfg, lora_cfg, cache_len):
+def _prefill(params, adapter, prompt_1xT, mask_1xT, cond_1xD, *, cfg, lora_cfg, cache_len):
   logits_1xV, cache = decode.prefill(params, adapter, prompt_1xT, mask_1xT,
-                                     cfg=cfg, lora_cfg=lora_cfg, cache_len=cache_len)
+                                     cfg=cfg, lora_cfg=lora_cfg, cache_len=cache_len, cond_BxD=cond_1xD)
   return jax.nn.log_softmax(logits_1xV[0]), cache
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "lora_cfg"))
-def _step(params, adapter, cache, token, position, *, cfg, lora_cfg):
+def _step(params, adapter, cache, token, position, cond_1xD, *, cfg, lora_cfg):
   """Feeds one token at ``position``: (next-token log-probs_V, the child's cache)."""
   logits_1x1xV, cache = transformer.forward_with_cache(
       params, adapter, jnp.reshape(token, (1, 1)).astype(jnp.int32),
       jnp.reshape(position, (1, 1)).astype(jnp.int32), jnp.ones((1, 1), bool), cache,
-      cfg=cfg, lora_cfg=lora_cfg)
+      cfg=cfg, lora_cfg=lora_cfg, cond_BxD=cond_1xD)
   return jax.nn.log_softmax(logits_1x1xV[0, -1]), cache
 
 
 def dfs_sample(params, adapter, prompt_T: np.ndarray, *, cfg, lora_cfg=None, min_prob: float = 0.1,
                max_new_tokens: int, max_candidates: int = 64, max_expansions: int = 10_000,
                allowed_ids: Optional[Sequence[int]] = None, eos_id: int = tokens.EOS,
-               length_multiple: int = 64) -> list[tuple[np.ndarray, float]]:
+               length_multiple: int = 64, cond_D: Optional[np.ndarray] = None
+               ) -> list[tuple[np.ndarray, float]]:
   """Every completion of ``prompt_T`` that ends in ``eos_id`` within ``max_new_tokens`` tokens
   (EOS included) and has probability > ``min_prob``: ``(tokens_N, logprob)`` pairs, most
   probable first. Log-probs are the model's own (float32 sums of log-softmax).
@@ -64,7 +65,8 @@ def dfs_sample(params, adapter, prompt_T: np.ndarray, *, cfg, lora_cfg=None, min
   Children are explored most probable first, so the first result is the greedy path when
   that qualifies. The prompt is left-padded and the cache sized to multiples of
   ``length_multiple``, so the views of a run share a few compiled shapes (padding changes no
-  probability: padded slots are masked and positions count real tokens only).
+  probability: padded slots are masked and positions count real tokens only). ``cond_D``: the
+  pair format's conditioning vector (``transformer.forward(cond_BxD=...)``), at every node.
   """
   if not 0.0 < min_prob < 1.0:
     raise ValueError(f"dfs_sample: min_prob must be in (0, 1), got {min_prob}")
@@ -77,6 +79,7 @@ def dfs_sample(params, adapter, prompt_T: np.ndarray, *, cfg, lora_cfg=None, min
                      f"cfg.max_seq_len={cfg.max_seq_len}")
   lora_cfg = lora_cfg if adapter is not None else None
   adapter = to_device(adapter)  # a host adapter is placed once, not per node
+  cond_1xD = None if cond_D is None else to_device(np.asarray(cond_D, np.float32)[None])
   allowed = None if allowed_ids is None else np.array(sorted(set(allowed_ids) | {eos_id}), np.int64)
   floor = math.log(min_prob)
   # The cache holds the prompt and every answer token but the last (EOS is never fed back).
@@ -86,7 +89,7 @@ def dfs_sample(params, adapter, prompt_T: np.ndarray, *, cfg, lora_cfg=None, min
   mask_1xT = np.zeros((1, padded), bool)
   mask_1xT[0, padded - P:] = True
   cache_len = padded + -(-(max_new_tokens - 1) // length_multiple) * length_multiple
-  logp_V, cache = _prefill(params, adapter, *to_device((tokens_1xT, mask_1xT)),
+  logp_V, cache = _prefill(params, adapter, *to_device((tokens_1xT, mask_1xT)), cond_1xD,
                            cfg=cfg, lora_cfg=lora_cfg, cache_len=max(cache_len, padded + 1))
 
   results: list[tuple[np.ndarray, float]] = []
@@ -119,7 +122,8 @@ def dfs_sample(params, adapter, prompt_T: np.ndarray, *, cfg, lora_cfg=None, min
         break
       expansions += 1
       token, position = to_device((np.int32(tok), np.int32(P + len(prefix))))
-      child_logp, child_cache = _step(params, adapter, cache, token, position, cfg=cfg, lora_cfg=lora_cfg)
+      child_logp, child_cache = _step(params, adapter, cache, token, position, cond_1xD, cfg=cfg,
+                                      lora_cfg=lora_cfg)
       children.append((prefix + (tok,), s, np.asarray(child_logp, np.float64), child_cache))
     stack.extend(reversed(children))  # the most probable child is popped next
   results.sort(key=lambda r: -r[1])

@@ -169,7 +169,7 @@ def _dfs_step(mcfg, lcfg, ocfg, s: Shapes, params, adapter) -> Program:
   cache = jax.eval_shape(lambda: transformer.init_cache(mcfg, 1, S))
   fn = jax.jit(functools.partial(dfs._step, cfg=mcfg, lora_cfg=lcfg))  # pylint: disable=protected-access
   return Program("DFS step (one token, one cache)", f"1 row, cache {S}", fn,
-                 (params, adapter, cache, _spec((), jnp.int32), _spec((), jnp.int32)))
+                 (params, adapter, cache, _spec((), jnp.int32), _spec((), jnp.int32), None))
 
 
 STAGES: dict[str, Callable[..., Program]] = {

@@ -36,10 +36,19 @@ class EvalConfig:
   # Choosing the two attempts: "vote" (the paper's hierarchical vote) or "poe" (every distinct
   # answer ranked by its summed -log p under the eight dihedral views).
   select: str = "vote"
+  # More answers: "dfs" adds every answer with probability > dfs_min_prob under each of the
+  # first dfs_views views of a test input (depth-first search); they have no votes, so PoE ranks.
+  search: str = "greedy"
+  dfs_min_prob: float = 0.1
+  dfs_views: int = 8
 
   def __post_init__(self):
     if self.select not in SELECT_METHODS:
       raise ValueError(f"EvalConfig.select must be one of {SELECT_METHODS}, got {self.select!r}")
+    if self.search not in ("greedy", "dfs"):
+      raise ValueError(f"EvalConfig.search must be 'greedy' or 'dfs', got {self.search!r}")
+    if self.search == "dfs" and self.select != "poe":
+      raise ValueError("EvalConfig: search='dfs' needs select='poe' (searched answers have no votes)")
 
 
 SELECT_METHODS = ("vote", "poe")
@@ -170,6 +179,16 @@ def evaluate(params: dict, mcfg: ModelConfig, tasks: Sequence[Task], ecfg: EvalC
                                              fixed_shapes=ecfg.fixed_shapes) if views[i] else [])
     for i, task in enumerate(group):
       cands = [predict.distinct_answers(views[i], per_task[i], j) for j in range(len(task.test))]
+      if ecfg.search == "dfs":
+        st = states[i]
+        for j in range(len(task.test)):
+          searched = [v for v in views[i] if v.test_index == j][:ecfg.dfs_views]
+          found = predict.dfs_answers(st.get("base", params["base"]), st.get("lora"), st["task"], params["aug"],
+                                      searched, cfg=mcfg, lora_cfg=lcfg_ttt if "lora" in st else None,
+                                      min_prob=ecfg.dfs_min_prob, max_answer=ecfg.max_answer)
+          for g in (g for gs in found for g in gs):
+            if not any(grids_equal(g, c) for c in cands[j]):
+              cands[j].append(g)
       voted = predict.vote(views[i], per_task[i], len(task.test))
       attempts = voted
       if ecfg.select == "poe":
@@ -189,7 +208,7 @@ def evaluate(params: dict, mcfg: ModelConfig, tasks: Sequence[Task], ecfg: EvalC
         f"{sum(r['pass2'] for r in records)}; group {time.time() - t_g:.0f} s (TTT {t_ttt:.0f} s)")
   n = len(records)
   finite = [r for r in records if np.isfinite(r["test_nll"])]
-  return {"mode": mode, "select": ecfg.select, "tasks": n, "unfinished": unfinished,
+  return {"mode": mode, "select": ecfg.select, "search": ecfg.search, "tasks": n, "unfinished": unfinished,
           "pass2": sum(r["pass2"] for r in records),
           "pass2_vote": sum(r["pass2_vote"] for r in records),
           "candidate_right": sum(r["candidate_right"] for r in records),

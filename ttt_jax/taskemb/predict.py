@@ -184,3 +184,24 @@ def poe_attempts(candidates: Sequence[Grid], scores_CxA: np.ndarray, k: int = 2)
   """The ``k`` candidates with the lowest summed -log p over views (earlier first on ties)."""
   total = np.asarray(scores_CxA, np.float64).sum(axis=-1)
   return [candidates[i] for i in np.argsort(total, kind="stable")[:k]]
+
+
+def dfs_answers(base: dict, adapter: Optional[dict], vec_D: np.ndarray, aug_table: jax.Array,
+                views: Sequence[View], *, cfg: ModelConfig, lora_cfg: Any = None, min_prob: float = 0.1,
+                max_answer: int = ANSWER_MAX, max_expansions: int = 2000) -> list[list[Grid]]:
+  """Per view, every answer with probability > ``min_prob`` under its conditioning (a
+  depth-first search, ``ttt_jax.infer.dfs``), parsed and mapped back; most probable first.
+
+  Greedy decoding returns one answer a view; an answer one unlikely token away from greedy's
+  is found here, and a product of experts can then rank it.
+  """
+  from ttt_jax.infer import dfs  # pylint: disable=g-import-not-at-top
+  out = []
+  for v in views:
+    cond = np.asarray(vec_D, np.float32) + np.asarray(aug_table[v.aug], np.float32)
+    found = dfs.dfs_sample(base, adapter, v.prompt_T, cfg=cfg, lora_cfg=lora_cfg, min_prob=min_prob,
+                           max_new_tokens=min(max_answer, cfg.max_seq_len - len(v.prompt_T)),
+                           max_expansions=max_expansions, eos_id=tokens.EOS, cond_D=cond)
+    grids = [tokens.decode_answer(toks) for toks, _ in found]
+    out.append([v.invert(g) for g in grids if g is not None])
+  return out
