@@ -28,7 +28,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 
-from ttt_jax.arc.task import MAX_SIDE, NUM_COLOURS, Grid, Pair, Task
+from ttt_jax.arc.task import MAX_SIDE, NUM_COLOURS, Grid, Pair, Task, grids_equal
 
 PAIR_TRIES = 60  # draws per pair before the rule itself is redrawn
 RULE_TRIES = 6  # rule draws before the family gives up with GenerationError
@@ -87,7 +87,7 @@ class Family:
       pairs = self._sample_pairs(rng, difficulty, rule, num_pairs, reasons)
       if pairs is None:
         continue
-      if len(pairs) > 1 and all(_same(pairs[0][1], o) for _, o in pairs[1:]):
+      if len(pairs) > 1 and all(grids_equal(pairs[0][1], o) for _, o in pairs[1:]):
         reasons["all outputs equal"] += 1
         continue
       return rule, pairs
@@ -106,9 +106,9 @@ class Family:
           inp = _as_grid(inp)
           out = _as_grid(self.solve(inp, rule) if out is None else out)
           reason = _grid_problem(inp) or _grid_problem(out) or self.verify(inp, out, rule)
-          if reason is None and inp.shape == out.shape and np.array_equal(inp, out):
+          if reason is None and grids_equal(inp, out):
             reason = "output equals input"
-          if reason is None and any(_same(inp, i) for i, _ in pairs):
+          if reason is None and any(grids_equal(inp, i) for i, _ in pairs):
             reason = "duplicate input"
         except Retry as e:
           reason = str(e)
@@ -153,10 +153,6 @@ def _grid_problem(g: Grid) -> Optional[str]:
   if g.min() < 0 or g.max() >= NUM_COLOURS:
     return "colour outside 0..9"
   return None
-
-
-def _same(a: Grid, b: Grid) -> bool:
-  return a.shape == b.shape and bool(np.array_equal(a, b))
 
 
 def d4(grid: Grid, k: int) -> Grid:
