@@ -70,6 +70,11 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
       # (same tokens). Bounds the prefill's rows x heads x prompt x cache attention memory:
       # 32 rows of a 2048-token arc-cpu context: ~1.2 GB per score tensor. 0: no limit.
       max_rows=32,
+      # Pad every decoding and scoring call's task axis to group_size (copies of a task,
+      # discarded): one compiled program per stage however the inputs fall into groups. Worth it
+      # where compiling costs more than the padding rows (an accelerator); on a CPU the padding
+      # rows cost their full decoding time, so off there.
+      pad_tasks=False,
       # Decode steps per KV-cache length (ttt_jax.model.decode.generate's chunk): a step reads
       # at most this many idle cache slots; every chunk is one more loop to compile. 0: the
       # default (the budget in at most 8 chunks).
@@ -119,6 +124,7 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
     # fits every stage of llama-3.2-1b into 80 GiB with layer remat and 4 tasks per decoding call.
     c.model_overrides.remat = True
     c.infer.max_tokens, c.infer.group_size = 8192, 4
+    c.infer.pad_tasks = True
     c.infer.views, c.infer.n_orders = "reference", 3
     c.vote.update(voting.REFERENCE)
     c.model_overrides.attention_impl = None

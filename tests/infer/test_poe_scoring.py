@@ -94,6 +94,10 @@ def test_vmapped_tasks_equal_one_by_one():
                                         rows_multiple=2)
   for k in range(2):
     np.testing.assert_allclose(bare_sliced[k], bare[k], rtol=1e-5, atol=1e-4)
+  # The task axis padded to 3 (copies of the first task, dropped): the same scores.
+  padded = scoring.poe_scores_many(PARAMS, ads, vs, cands, cfg=CFG, lora_cfg=LCFG, num_tasks=3)
+  for k in range(2):
+    np.testing.assert_allclose(padded[k], together[k], rtol=1e-5, atol=1e-4)
   empty = scoring.poe_scores_many(PARAMS, ads, [vs[0], []], [cands[0], []], cfg=CFG, lora_cfg=LCFG)
   np.testing.assert_allclose(empty[0], together[0], rtol=1e-5, atol=1e-4)
   assert empty[1].shape == (0,)

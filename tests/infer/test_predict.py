@@ -88,3 +88,27 @@ def test_an_answer_without_eos_is_invalid_and_counted():
   r = pipeline.vote_test_input([cut, done, cut], t, 0)
   assert (r["num_views"], r["num_invalid"]) == (3, 2)
   assert r["candidates"][0]["count"] == 1 and np.array_equal(r["attempts"][0], answer)
+
+
+def test_task_axis_padded_to_num_tasks_gives_the_same_answers_in_one_program():
+  """``num_tasks``: a short group is padded with copies of its first task (discarded), so
+  groups of one and of two tasks run the same compiled program and answer as unpadded."""
+  params = transformer.init_params(CFG, jax.random.key(0))
+  tasks = [_task(1, 2), _task(2, 3)]
+  vs = [views.make_views(t, 0, n_orders=1)[:5] for t in tasks]
+  ads = [_adapter(10), _adapter(20)]
+  kw = dict(cfg=CFG, lora_cfg=LCFG, max_new_tokens=12)
+  before = predict._generate_many._cache_size()  # pylint: disable=protected-access
+  padded = [predict.decode_views(params, ads[:n], vs[:n], num_tasks=3, **kw) for n in (1, 2)]
+  assert predict._generate_many._cache_size() == before + 1  # pylint: disable=protected-access
+  for n, got in zip((1, 2), padded):
+    want = predict.decode_views(params, ads[:n], vs[:n], **kw)
+    assert [len(g) for g in got] == [len(w) for w in want]
+    for g, w in zip(got, want):
+      for a, b in zip(g, w):
+        assert a.view is b.view and np.array_equal(a.tokens_N, b.tokens_N)
+  try:
+    predict.decode_views(params, ads, vs, num_tasks=1, **kw)
+    raise AssertionError("more tasks than num_tasks must be refused")
+  except ValueError as e:
+    assert "padded to 1" in str(e)

@@ -248,6 +248,8 @@ def test_poe_scores_equal_each_views_unpadded_answer_nll_with_and_without_lora()
   lora = jax.tree.map(lambda x: 0.05 * jnp.ones_like(x),
                       lora_lib.init_lora(MCFG, lcfg, jax.random.key(0)))
   vec = np.asarray(params["task"][1])
+  # Jitted only for speed: one program per (unpadded) sequence length, no padding anywhere.
+  loss_sums = jax.jit(model.loss_sums, static_argnames=("cfg", "lora_cfg"))
   for adapter, lc in ((None, None), (lora, lcfg)):
     got = predict.poe_scores(params["base"], adapter, vec, params["aug"], inp, cands, cfg=MCFG, lora_cfg=lc,
                              chunk_rows=5)  # chunks of 5 rows padded to 8: padding must not matter
@@ -257,7 +259,7 @@ def test_poe_scores_equal_each_views_unpadded_answer_nll_with_and_without_lora()
         q = data.augment_pair(Pair(inp, cand), a)
         seq = data.encode_pair(q.input, q.output)
         batch = data.make_batch([seq], [0], [a], len(seq[0]) - 1)
-        s, w, _ = model.loss_sums(params["base"], adapter, vec[None], params["aug"], batch, cfg=MCFG, lora_cfg=lc)
+        s, w, _ = loss_sums(params["base"], adapter, vec[None], params["aug"], batch, cfg=MCFG, lora_cfg=lc)
         assert w == seq[1].sum()  # the whole answer, nothing of the input
         np.testing.assert_allclose(got[c, a], float(s), rtol=2e-5)
   assert [id(g) for g in predict.poe_attempts(cands, got)] == [id(cands[i]) for i in np.argsort(got.sum(1))[:2]]

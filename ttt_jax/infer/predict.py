@@ -62,6 +62,15 @@ def split_for_context(views_per_input: Sequence[Sequence[View]], context: int
   return calls
 
 
+def pad_count(n: int, num_tasks: Optional[int]) -> int:
+  """Padding tasks that bring ``n`` tasks up to ``num_tasks`` (0 without it)."""
+  if num_tasks is None:
+    return 0
+  if n > num_tasks:
+    raise ValueError(f"{n} tasks in a call padded to {num_tasks}")
+  return num_tasks - n
+
+
 def left_pad(prompts: Sequence[np.ndarray], length: int) -> tuple[np.ndarray, np.ndarray]:
   """``(tokens_BxT, mask_BxT)`` with every prompt right-aligned (PAD on the left)."""
   tokens_BxT = np.full((len(prompts), length), tokens.PAD, np.int32)
@@ -107,8 +116,8 @@ def _generate_many(params, adapters_K, tokens_KxBxT, mask_KxBxT, *, cfg, lora_cf
 def decode_views(params: Any, adapters: Sequence[Any], views_per_task: Sequence[Sequence[View]],
                  *, cfg, lora_cfg, max_new_tokens: int, length_multiple: int = 128,
                  views_multiple: int = 8, max_total_tokens: Optional[int] = None,
-                 max_rows: Optional[int] = None, decode_chunk: Optional[int] = None
-                 ) -> list[list[ViewAnswer]]:
+                 max_rows: Optional[int] = None, decode_chunk: Optional[int] = None,
+                 num_tasks: Optional[int] = None) -> list[list[ViewAnswer]]:
   """Greedy answers for every view of every task, all tasks in one vmapped call.
 
   ``adapters[k]`` (a LoRA pytree, or None for the bare model) serves the views of
@@ -119,6 +128,8 @@ def decode_views(params: Any, adapters: Sequence[Any], views_per_task: Sequence[
   (rows x heads x prompt x cache) and gives the same tokens. ``decode_chunk``: decode steps
   per KV-cache length (``decode.generate``'s ``chunk``; None = its default). Returns, per task, one
   ``ViewAnswer`` per view in input order.
+  ``num_tasks`` pads the task axis to that many (copies of the first task, discarded), so
+  every decoding group of a stage, the last short one included, runs one compiled program.
   """
   if len(adapters) != len(views_per_task):
     raise ValueError(f"{len(adapters)} adapters for {len(views_per_task)} tasks")
@@ -133,14 +144,15 @@ def decode_views(params: Any, adapters: Sequence[Any], views_per_task: Sequence[
                      f"tokens within {limit + max_new_tokens}")
   length = min(bucket(longest, length_multiple), limit)
   have = [adapters[k] is not None for k in live]
+  pad = pad_count(len(live), num_tasks)
   if any(have) and not all(have):
     raise ValueError("either every task has an adapter or none has (use a fresh adapter, "
                      "whose B is zero, for the bare model)")
-  stacked = lora.stack([adapters[k] for k in live]) if all(have) else None
+  stacked = lora.stack([adapters[k] for k in live + live[:1] * pad]) if all(have) else None
   n_views = bucket(max(len(views_per_task[k]) for k in live), views_multiple)
   per_call = n_views
   if max_rows:
-    per_call = min(n_views, max(views_multiple, max_rows // len(live) // views_multiple
+    per_call = min(n_views, max(views_multiple, max_rows // (len(live) + pad) // views_multiple
                                 * views_multiple))
   for start in range(0, n_views, per_call):
     toks, masks = [], []
@@ -152,6 +164,7 @@ def decode_views(params: Any, adapters: Sequence[Any], views_per_task: Sequence[
       t, m = left_pad(prompts, length)
       toks.append(t)
       masks.append(m)
+    toks, masks = toks + toks[:1] * pad, masks + masks[:1] * pad
     out_KxBxN = _generate_many(params, stacked, *to_device((np.stack(toks), np.stack(masks))), cfg=cfg,
                                lora_cfg=lora_cfg if stacked is not None else None,
                                max_new_tokens=max_new_tokens, decode_chunk=decode_chunk)

@@ -23,7 +23,7 @@ import numpy as np
 
 from ttt_jax.arc.task import Grid
 from ttt_jax.data import tokens
-from ttt_jax.infer.predict import bucket
+from ttt_jax.infer.predict import bucket, pad_count
 from ttt_jax.infer.views import View
 from ttt_jax.model import blockwise, lora, transformer
 from ttt_jax.parallel.sharding import to_device
@@ -168,14 +168,17 @@ def poe_scores(params, adapter, views: Sequence[View], candidates: Sequence[Grid
 def poe_scores_many(params, adapters: Sequence[Any], views_per_task: Sequence[Sequence[View]],
                     candidates_per_task: Sequence[Sequence[Grid]], *, cfg, lora_cfg=None,
                     length_multiple: int = 64, rows_multiple: int = 8,
-                    max_rows: Optional[int] = None) -> list[np.ndarray]:
+                    max_rows: Optional[int] = None, num_tasks: Optional[int] = None
+                    ) -> list[np.ndarray]:
   """``poe_scores`` of K tasks in one call vmapped over their stacked adapters.
 
   Each task's (candidate, view) rows are padded to a common count (a multiple of
   ``rows_multiple``) with rows that mark no answer token, so they score 0 and are dropped.
   ``max_rows`` bounds the sequences (tasks x rows) of one forward pass (its attention scores
   are rows x heads x length^2): the rows then go through in equal slices, same scores.
-  Every task needs an adapter, or none (the bare model). Returns per task scores[n_candidates].
+  Every task needs an adapter, or none (the bare model). ``num_tasks`` pads the task axis to
+  that many (copies of the first task, discarded): one program for every group of a stage.
+  Returns per task scores[n_candidates].
   """
   if len(adapters) != len(views_per_task) or len(adapters) != len(candidates_per_task):
     raise ValueError(f"{len(adapters)} adapters, {len(views_per_task)} view lists, "
@@ -190,11 +193,13 @@ def poe_scores_many(params, adapters: Sequence[Any], views_per_task: Sequence[Se
   have = [adapters[k] is not None for k in live]
   if any(have) and not all(have):
     raise ValueError("either every task has an adapter or none has")
+  pad = pad_count(len(live), num_tasks) if all(have) else 0  # the bare model loops over tasks
   rows = {k: _poe_rows(views_per_task[k], candidates_per_task[k]) for k in live}
   n_rows = bucket(max(len(rows[k][0]) for k in live), rows_multiple)
   per_call = n_rows
   if max_rows:
-    per_call = min(n_rows, max(rows_multiple, max_rows // len(live) // rows_multiple * rows_multiple))
+    per_call = min(n_rows, max(rows_multiple, max_rows // (len(live) + pad) // rows_multiple
+                                          * rows_multiple))
     n_rows = bucket(n_rows, per_call)
   length = bucket(max(len(p) + len(a) for k in live for p, a in zip(*rows[k])), length_multiple)
   toks, masks, marks = [], [], []
@@ -206,8 +211,8 @@ def poe_scores_many(params, adapters: Sequence[Any], views_per_task: Sequence[Se
     toks.append(t)
     masks.append(m)
     marks.append(a)
-  stacked = lora.stack([adapters[k] for k in live]) if all(have) else None
-  toks, masks, marks = np.stack(toks), np.stack(masks), np.stack(marks)
+  stacked = lora.stack([adapters[k] for k in live + live[:1] * pad]) if all(have) else None
+  toks, masks, marks = (np.stack(x + x[:1] * pad) for x in (toks, masks, marks))
   slices = []
   for s in range(0, n_rows, per_call):
     t, m, a = toks[:, s:s + per_call], masks[:, s:s + per_call], marks[:, s:s + per_call]

@@ -198,6 +198,9 @@ def predict_tasks(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any
   zero = None
   if use_lora:  # tasks without TTT use a fresh adapter: B = 0, so exactly the base model
     zero = jax.tree.map(np.asarray, lora_lib.init_lora(mcfg, lcfg, sharding.rng_key(0)))
+  # Padded task axis: every call's K is the group size, so the last short group (or a split
+  # one) reuses the program the full groups compiled.
+  num_tasks = group_size if view_cfg.get("pad_tasks") else None
   progress = Progress("predict", sum(len(g) for g in mine))
   for group in mine:
     for call in predict.split_for_context([vs for _, _, vs in group], context):
@@ -213,7 +216,8 @@ def predict_tasks(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any
                                      lora_cfg=lcfg if use_lora else None,
                                      max_new_tokens=max_new, max_total_tokens=context,
                                      max_rows=view_cfg.get("max_rows") or None,
-                                     decode_chunk=view_cfg.get("decode_chunk") or None)
+                                     decode_chunk=view_cfg.get("decode_chunk") or None,
+                                     num_tasks=num_tasks)
       seconds = {"decode": time.perf_counter() - t_decode}
       extra = [[] for _ in part]
       if search_method == "dfs":
@@ -230,7 +234,8 @@ def predict_tasks(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any
         score_views = [spread(vs, int(select_cfg.views)) for _, _, vs in part]
         scores = scoring_lib.poe_scores_many(
             params, ads, score_views, [[np.asarray(g) for g in p] for p in pools], cfg=mcfg,
-            lora_cfg=lcfg if use_lora else None, max_rows=select_cfg.get("max_rows") or None)
+            lora_cfg=lcfg if use_lora else None, max_rows=select_cfg.get("max_rows") or None,
+            num_tasks=num_tasks)
         records = [select_stage.select_test_input(selection.attach_scores(r, p, sc), t, j,
                                                   select_method)
                    for (t, j, _), r, p, sc in zip(part, records, pools, scores)]
