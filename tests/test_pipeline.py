@@ -37,10 +37,11 @@ def test_ttt_stage_passes_clip_norm_and_data_mode(tmp_path, monkeypatch):
   monkeypatch.setattr(ttt, "run_ttt", lambda *a, **kw: seen.update(kw))
   c = _config("dev80-small", "", str(tmp_path))
   mcfg = config.get_config("tiny")
-  pipeline._ttt_stage(c, [], None, mcfg, task_parallel=False)
+  eng = pipeline.engine_lib.Engine(params=None, mcfg=mcfg)
+  pipeline._ttt_stage(c, [], eng)
   assert seen["ocfg"].clip_norm == 1.0 and seen["tcfg"].data_mode == "ours"  # our defaults
   c.ttt.clip_norm, c.ttt.data_mode = None, "reference"  # the reference's
-  pipeline._ttt_stage(c, [], None, mcfg, task_parallel=False)
+  pipeline._ttt_stage(c, [], eng)
   assert seen["ocfg"].clip_norm is None and seen["tcfg"].data_mode == "reference"
 
 
@@ -240,7 +241,8 @@ def test_dfs_answers_keep_new_parsed_grids_only(monkeypatch):
   greedy = [predict.ViewAnswer(v, greedy_grid, np.zeros(0, np.int32)) for v in vs]
   search_cfg = pipeline_config.get_config().search
   search_cfg.views, search_cfg.min_prob = 3, 0.25
-  extra = pipeline.dfs_answers(None, None, vs, greedy, mcfg=None, lcfg=None, search_cfg=search_cfg)
+  eng = pipeline.engine_lib.Engine(params=None, mcfg=None)
+  extra = pipeline.dfs_answers(eng, None, vs, greedy, lcfg=None, search_cfg=search_cfg)
   assert len(calls) == 3 and all(k["min_prob"] == 0.25 for k in calls)
   assert len(extra) == 3 and all(np.array_equal(a.grid, other) for a in extra)
   assert {id(a.view) for a in extra} == {id(v) for v in pipeline.spread(vs, 3)}
@@ -294,15 +296,39 @@ def test_self_train_learning_rate_replaces_ttts_only_when_set(monkeypatch):
   from ttt_jax import selftrain  # pylint: disable=g-import-not-at-top
   from ttt_jax.pipeline import selftrain_stage  # pylint: disable=g-import-not-at-top
   seen = []
-  monkeypatch.setattr(selftrain, "run_rounds",
-                      lambda *a, ocfg, **k: (seen.append(ocfg.learning_rate), ({}, []))[1])
+
+  class NoRounds:  # records the M-step's optimizer and has nothing to do
+    active = []
+
+    def __init__(self, *a, ocfg, **k):
+      seen.append(ocfg.learning_rate)
+
+    def finish(self):
+      return {}, []
+
+  monkeypatch.setattr(selftrain, "Rounds", NoRounds)
   c = pipeline_config.get_config()
   c.ttt.learning_rate = 3e-4
   mcfg = config.get_config("tiny")
   for rate in (None, 2e-3):
     c.self_train.learning_rate = rate
-    selftrain_stage.run(c, [], None, mcfg, None, {}, {}, task_parallel=False)
+    selftrain_stage.run(c, [], pipeline.engine_lib.Engine(params=None, mcfg=mcfg), None, {}, {})
   assert seen == [3e-4, 2e-3]
+
+
+def test_engine_places_the_base_once_and_compiles_one_step_per_config():
+  from ttt_jax.model import lora, transformer
+  from ttt_jax.train import optim
+  mcfg = config.get_config("tiny")
+  host = jax.tree.map(np.asarray, transformer.init_params(mcfg, jax.random.key(0)))
+  eng = pipeline.engine_lib.build(host, mcfg)
+  assert all(isinstance(x, jax.Array) for x in jax.tree.leaves(eng.params))
+  for got, want in zip(jax.tree.leaves(eng.params), jax.tree.leaves(host)):
+    np.testing.assert_array_equal(np.asarray(got), want)
+  lcfg, ocfg = lora.LoraConfig(rank=2), optim.ttt_optim_config(mcfg)
+  step = eng.train_step(lcfg, ocfg)
+  assert eng.train_step(lora.LoraConfig(rank=2), optim.ttt_optim_config(mcfg)) is step
+  assert eng.train_step(lcfg, ocfg.replace(learning_rate=1e-5)) is not step
 
 
 _NO_IMPLICIT_TRANSFERS = """

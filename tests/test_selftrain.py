@@ -154,6 +154,19 @@ class _StCfg:
                               epochs=2) | kw)
 
 
+def _run_rounds(params, tasks, adapters, records, *, predict, st_cfg, **kw):
+  """What the self-training stage does with ``selftrain.Rounds``, with a stand-in
+  ``predict(tasks, adapters, round_dir)`` for the prediction stage."""
+  rounds = selftrain.Rounds(params, tasks, adapters, records, st_cfg=st_cfg, **kw)
+  for r in range(1, st_cfg.rounds + 1):
+    if not rounds.active:
+      break
+    accepted = rounds.train(r)
+    rounds.update(r, predict(rounds.tasks(list(accepted)), accepted, rounds.round_dir(r))
+                  if accepted else {})
+  return rounds.finish()
+
+
 @pytest.mark.slow
 def test_rounds_accept_a_right_label_reject_a_wrong_one_and_resume(tmp_path, monkeypatch):
   task = _const_task()
@@ -170,7 +183,7 @@ def test_rounds_accept_a_right_label_reject_a_wrong_one_and_resume(tmp_path, mon
   def run(label, out, **kw):
     records[task.task_id] = [{"candidates": [{"grid": label, "count": 3}],
                               "ranked": [{"grid": label}]}]
-    return selftrain.run_rounds(PARAMS, [task], {task.task_id: start[0]}, records, mcfg=CFG,
+    return _run_rounds(PARAMS, [task], {task.task_id: start[0]}, records, mcfg=CFG,
                                 lcfg=ST_LCFG, ocfg=ST_OCFG, tcfg=ST_TCFG, st_cfg=_StCfg(**kw),
                                 select_method="vote", predict=predict, out_dir=str(out))
 
@@ -238,7 +251,7 @@ def test_control_verification_rejects_a_label_no_better_than_training_without_it
 
   def run(verify):
     trained.clear()
-    return selftrain.run_rounds(
+    return _run_rounds(
         PARAMS, [task], {task.task_id: start}, records, mcfg=CFG, lcfg=ST_LCFG, ocfg=ST_OCFG,
         tcfg=tcfg, st_cfg=_StCfg(rounds=1, verify=verify), select_method="vote",
         predict=lambda ts, ads, d: {t.task_id: records[t.task_id] for t in ts},
@@ -267,7 +280,7 @@ def test_rounds_without_a_confident_candidate_change_nothing(tmp_path):
   task = _const_task()
   split = [{"candidates": [{"grid": [[1]], "count": 2}, {"grid": [[3]], "count": 2}],
             "ranked": [{"grid": [[1]]}, {"grid": [[3]]}]}]
-  final, rounds = selftrain.run_rounds(
+  final, rounds = _run_rounds(
       PARAMS, [task], {task.task_id: None}, {task.task_id: split}, mcfg=CFG, lcfg=ST_LCFG,
       ocfg=ST_OCFG, tcfg=ST_TCFG, st_cfg=_StCfg(min_vote_share=0.75), select_method="vote",
       predict=lambda *a: pytest.fail("predicted"), out_dir=str(tmp_path))
@@ -304,7 +317,7 @@ def test_task_parallel_rounds_split_the_work_and_agree(tmp_path, monkeypatch):
 
   def process(i):
     local.index = i
-    out[i] = selftrain.run_rounds(
+    out[i] = _run_rounds(
         PARAMS, tasks, {t.task_id: None for t in tasks}, records, mcfg=CFG, lcfg=ST_LCFG,
         ocfg=ST_OCFG, tcfg=ST_TCFG.replace(epochs=1), st_cfg=_StCfg(rounds=2),
         select_method="vote", predict=lambda ts, ads, d: {t.task_id: records[t.task_id] for t in ts},

@@ -23,7 +23,7 @@ import json
 import os
 import time
 from collections.abc import Mapping
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from absl import logging
@@ -238,159 +238,195 @@ def attempts_by_round(records: Mapping[str, Sequence[dict]]) -> list[dict[str, l
   return by_round
 
 
-def run_rounds(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any],
-               results: dict[str, list[dict]], *, mcfg: Any, lcfg: Any, ocfg: Any, tcfg: Any,
-               st_cfg: Any, select_method: str, predict: Callable[..., dict[str, list[dict]]],
-               out_dir: str, task_parallel: bool = False
-               ) -> tuple[dict[str, list[dict]], list[dict]]:
-  """Up to ``st_cfg.rounds`` self-training rounds over ``tasks``; returns the final records
-  per task and one summary per round (also in ``<out_dir>/selftrain/rounds.json``).
+class Rounds:
+  """Self-training over rounds, driven by its caller: the stage that owns prediction.
 
   ``adapters``: each task's adapter after TTT (None: a fresh one, i.e. the base model).
-  ``predict(tasks, adapters, round_dir)`` is the pipeline's prediction (views, search, vote,
-  selection) writing under ``round_dir``. A task leaves the loop (cached) when it has no
-  confident candidate, when its adapter was rejected, or when its leaders did not change.
-  Each decision is saved (``round<r>/decisions/``) with the adapter it accepted, so a rerun
-  resumes; prediction files resume as ``predict`` does.
+  The caller loops ``while rounds.active``: ``train(r)`` runs round r's E-step, M-step and
+  verification and returns the accepted tasks' adapters; the caller predicts those tasks with
+  them (views, search, vote, selection, under ``round_dir(r)``) and hands the records to
+  ``update(r, records)``. This module never calls prediction itself. A task leaves (cached)
+  when it has no confident candidate, when its adapter was rejected, or when its leaders did
+  not change. Each decision is saved (``round<r>/decisions/``) with the adapter it accepted,
+  so a rerun resumes.
 
-  Every returned record carries its test input's history under ``"rounds"`` (``round_entry``:
-  round 0, then one entry per round its task took part in), which candidates.json and the
-  report show.
+  ``finish()`` returns the final records per task, each carrying its test input's history
+  under ``"rounds"`` (``round_entry``: round 0, then one entry per round its task took part
+  in), and one summary per round (also in ``<out_dir>/selftrain/rounds.json``).
 
   ``task_parallel``: one of several processes sharing ``out_dir``; each trains and verifies
   its share of the round's tasks, then (after a barrier) every process reads all decisions,
-  so all agree on what ``predict`` (itself task-parallel) gets. Process 0 writes rounds.json.
+  so all agree on what to predict. Process 0 writes rounds.json.
   """
-  import jax  # deferred: the pure parts above import without JAX
-  from ttt_jax.parallel import multihost
-  from ttt_jax.train import checkpoint, ttt
-  index, count = ((multihost.process_index(), multihost.process_count()) if task_parallel
-                  else (0, 1))
-  rule = ConfidenceRule(st_cfg.min_vote_share, st_cfg.min_margin)
-  max_acc_drop = float(getattr(st_cfg, "max_token_acc_drop", 0.0))
-  verify = getattr(st_cfg, "verify", "before")
-  if verify not in VERIFY:
-    raise ValueError(f"self_train.verify must be one of {VERIFY}, got {verify!r}")
-  from ttt_jax.model import transformer
-  from ttt_jax.train import steps
-  # One jitted step for every group of every round (a new one per call would recompile each).
-  step_fn = steps.jit_multitask_step(
-      functools.partial(transformer.forward_hidden, cfg=mcfg, lora_cfg=lcfg), ocfg)
-  by_id = {t.task_id: t for t in tasks}
-  current = {}
-  for t in tasks:
-    a = adapters.get(t.task_id)
-    current[t.task_id] = (a if a is not None else
-                          jax.tree.map(np.asarray, ttt.init_adapter(mcfg, lcfg, t.task_id, tcfg.seed)))
-  records = {tid: list(rs) for tid, rs in results.items()}
-  history = {tid: [[round_entry(0, rec)] for rec in rs] for tid, rs in records.items()}
-  active = [t.task_id for t in tasks]
-  summaries = []
-  for r in range(1, int(st_cfg.rounds) + 1):
-    if not active:
-      break
+
+  def __init__(self, params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any],
+               results: dict[str, list[dict]], *, mcfg: Any, lcfg: Any, ocfg: Any, tcfg: Any,
+               st_cfg: Any, select_method: str, out_dir: str, task_parallel: bool = False,
+               step_fn: Any = None):
+    import jax  # deferred: the pure parts above import without JAX
+    from ttt_jax.parallel import multihost
+    from ttt_jax.train import ttt
+    self.index, self.count = ((multihost.process_index(), multihost.process_count())
+                              if task_parallel else (0, 1))
+    self.rule = ConfidenceRule(st_cfg.min_vote_share, st_cfg.min_margin)
+    self.max_acc_drop = float(getattr(st_cfg, "max_token_acc_drop", 0.0))
+    self.verify = getattr(st_cfg, "verify", "before")
+    if self.verify not in VERIFY:
+      raise ValueError(f"self_train.verify must be one of {VERIFY}, got {self.verify!r}")
+    if step_fn is None:  # one jitted step for every group of every round
+      from ttt_jax.model import transformer
+      from ttt_jax.train import steps
+      step_fn = steps.jit_multitask_step(
+          functools.partial(transformer.forward_hidden, cfg=mcfg, lora_cfg=lcfg), ocfg)
+    self.params, self.mcfg, self.lcfg, self.tcfg, self.st_cfg = params, mcfg, lcfg, tcfg, st_cfg
+    self.select_method, self.out_dir, self.task_parallel = select_method, out_dir, task_parallel
+    self.train_fn = functools.partial(_train_groups, params, mcfg=mcfg, lcfg=lcfg, ocfg=ocfg,
+                                      tcfg=tcfg.replace(epochs=st_cfg.epochs), step_fn=step_fn)
+    self.by_id = {t.task_id: t for t in tasks}
+    self.current = {}
+    for t in tasks:
+      a = adapters.get(t.task_id)
+      self.current[t.task_id] = (a if a is not None else jax.tree.map(
+          np.asarray, ttt.init_adapter(mcfg, lcfg, t.task_id, tcfg.seed)))
+    self.records = {tid: list(rs) for tid, rs in results.items()}
+    self.history = {tid: [[round_entry(0, rec)] for rec in rs] for tid, rs in self.records.items()}
+    self.active = [t.task_id for t in tasks]
+    self.summaries: list[dict] = []
+    self._round: dict = {}
+
+  def round_dir(self, r: int) -> str:
+    return os.path.join(self.out_dir, SELFTRAIN, f"round{r}")
+
+  def tasks(self, task_ids: Sequence[str]) -> list[Task]:
+    return [self.by_id[t] for t in task_ids]
+
+  def train(self, r: int) -> dict[str, Any]:
+    """Round r's E-step, M-step and verification (decisions saved, or read when a rerun finds
+    them); returns task id -> accepted adapter, the tasks to predict this round."""
+    from ttt_jax.parallel import multihost
+    from ttt_jax.train import checkpoint
     t0 = time.perf_counter()
-    round_dir = os.path.join(out_dir, SELFTRAIN, f"round{r}")
+    tcfg, st_cfg, round_dir = self.tcfg, self.st_cfg, self.round_dir(r)
     labels = {}
-    for tid in active:
-      found = {j: pseudo_label(rec, rule, select_method) for j, rec in enumerate(records[tid])}
+    for tid in self.active:
+      found = {j: pseudo_label(rec, self.rule, self.select_method)
+               for j, rec in enumerate(self.records[tid])}
       found = {j: g for j, g in found.items() if g is not None}
       if found:
         labels[tid] = found
-    decided = {}
-    if task_parallel:  # everyone plans the round from the same files on disk
+    if self.task_parallel:  # everyone plans the round from the same files on disk
       multihost.barrier(f"selftrain_round{r}_plan")
     pending = [tid for tid in labels if not os.path.exists(_decision_path(round_dir, tid))]
-    todo = [pending[i] for i in multihost.owned(len(pending), index, count)]
-    data = {tid: m_step_dataset(by_id[tid], labels[tid], weight=st_cfg.weight, n_max=tcfg.n_max,
-                                max_tokens=tcfg.max_tokens, loss_mode=tcfg.loss_mode,
-                                augment=tcfg.augment, seed=tcfg.seed + r) for tid in todo}
+    todo = [pending[i] for i in multihost.owned(len(pending), self.index, self.count)]
+    data = {tid: m_step_dataset(self.by_id[tid], labels[tid], weight=st_cfg.weight,
+                                n_max=tcfg.n_max, max_tokens=tcfg.max_tokens,
+                                loss_mode=tcfg.loss_mode, augment=tcfg.augment, seed=tcfg.seed + r)
+            for tid in todo}
     trainable = [tid for tid in todo if data[tid]]
     logging.info("self-training round %d: %d tasks active, %d with a pseudo-label, %d to train "
-                 "here (%d decided before)", r, len(active), len(labels), len(trainable),
+                 "here (%d decided before)", r, len(self.active), len(labels), len(trainable),
                  len(labels) - len(pending))
-    train = functools.partial(_train_groups, params, mcfg=mcfg, lcfg=lcfg, ocfg=ocfg,
-                              tcfg=tcfg.replace(epochs=st_cfg.epochs), step_fn=step_fn, t0=t0)
-    new_adapters = train({t: data[t] for t in trainable}, current, f"round {r}")
+    new_adapters = self.train_fn({t: data[t] for t in trainable}, self.current, f"round {r}",
+                                 t0=t0)
     control_adapters = {}
-    if verify == "control":  # the same continuation without the pseudo-labels
-      control_data = {t: m_step_dataset(by_id[t], {}, weight=st_cfg.weight, n_max=tcfg.n_max,
-                                        max_tokens=tcfg.max_tokens, loss_mode=tcfg.loss_mode,
-                                        augment=tcfg.augment, seed=tcfg.seed + r)
+    if self.verify == "control":  # the same continuation without the pseudo-labels
+      control_data = {t: m_step_dataset(self.by_id[t], {}, weight=st_cfg.weight,
+                                        n_max=tcfg.n_max, max_tokens=tcfg.max_tokens,
+                                        loss_mode=tcfg.loss_mode, augment=tcfg.augment,
+                                        seed=tcfg.seed + r)
                       for t in trainable}
-      control_adapters = train({t: d for t, d in control_data.items() if d}, current,
-                               f"round {r} control")
+      control_adapters = self.train_fn({t: d for t, d in control_data.items() if d},
+                                       self.current, f"round {r} control", t0=t0)
     for tid in todo:
-      task = by_id[tid]
-      decision = {"task_id": tid, "round": r, "labels": {str(j): np.asarray(g).tolist()
-                                                         for j, g in labels[tid].items()},
-                  "labels_right": _truth_match(task, labels[tid])}
-      if tid not in new_adapters:
-        decision.update(status="no_data")
-      else:
-        before, acc_before = loo_greedy(params, current[tid], task, cfg=mcfg, lora_cfg=lcfg,
-                                        max_tokens=tcfg.max_tokens)
-        after, acc_after = loo_greedy(params, new_adapters[tid], task, cfg=mcfg, lora_cfg=lcfg,
-                                      max_tokens=tcfg.max_tokens)
-        ok = verified(before, after, acc_before, acc_after, max_acc_drop)
-        decision.update(loo_before=before.tolist(), loo_after=after.tolist(),
-                        loo_token_acc_before=acc_before.tolist(),
-                        loo_token_acc_after=acc_after.tolist())
-        if tid in control_adapters:
-          control, acc_control = loo_greedy(params, control_adapters[tid], task, cfg=mcfg,
-                                            lora_cfg=lcfg, max_tokens=tcfg.max_tokens)
-          ok = ok and verified(control, after, acc_control, acc_after, max_acc_drop)
-          decision.update(loo_control=control.tolist(),
-                          loo_token_acc_control=acc_control.tolist())
-        decision.update(status="accepted" if ok else "rejected", verify=verify)
-        if ok:
-          checkpoint.save_adapter(os.path.join(round_dir, "adapters"), tid, new_adapters[tid],
-                                  {"task_id": tid, "status": "trained", "round": r})
+      decision = self._decide(tid, r, labels[tid], new_adapters.get(tid),
+                              control_adapters.get(tid))
+      if decision["status"] == "accepted":
+        checkpoint.save_adapter(os.path.join(round_dir, "adapters"), tid, new_adapters[tid],
+                                {"task_id": tid, "status": "trained", "round": r})
       os.makedirs(os.path.dirname(_decision_path(round_dir, tid)), exist_ok=True)
       atomic_json.write_json(_decision_path(round_dir, tid), decision, indent=1)
-    if task_parallel:  # every process's decisions are on disk before anyone reads them
+    if self.task_parallel:  # every process's decisions are on disk before anyone reads them
       multihost.barrier(f"selftrain_round{r}")
+    decided = {}
     for tid in labels:
       path = _decision_path(round_dir, tid)
       if not os.path.exists(path):
         raise FileNotFoundError(f"no self-training decision for task {tid} in round {r} after "
-                                f"every process finished: --config.out_dir ({out_dir}) must be "
-                                "a directory all processes share")
+                                f"every process finished: --config.out_dir ({self.out_dir}) "
+                                "must be a directory all processes share")
       with open(path) as f:
         decided[tid] = json.load(f)
     accepted = [tid for tid, d in decided.items() if d["status"] == "accepted"]
     for tid in accepted:
-      current[tid] = checkpoint.load_adapter(os.path.join(round_dir, "adapters"), tid)[0]
+      self.current[tid] = checkpoint.load_adapter(os.path.join(round_dir, "adapters"), tid)[0]
     logging.info("self-training round %d: %d accepted, %d rejected; predicting the accepted",
                  r, len(accepted), sum(d["status"] == "rejected" for d in decided.values()))
-    new_records = predict([by_id[t] for t in accepted], {t: current[t] for t in accepted},
-                          round_dir) if accepted else {}
+    self._round = {"r": r, "t0": t0, "labels": labels, "decided": decided, "accepted": accepted}
+    return {tid: self.current[tid] for tid in accepted}
+
+  def _decide(self, tid: str, r: int, labels: dict[int, Grid], adapter: Any, control: Any
+              ) -> dict:
+    """One task's decision record: verified against the adapter it continued from (and the
+    control continuation, when trained) on the real demonstrations."""
+    task = self.by_id[tid]
+    decision = {"task_id": tid, "round": r,
+                "labels": {str(j): np.asarray(g).tolist() for j, g in labels.items()},
+                "labels_right": _truth_match(task, labels)}
+    if adapter is None:
+      return dict(decision, status="no_data")
+    kw = dict(cfg=self.mcfg, lora_cfg=self.lcfg, max_tokens=self.tcfg.max_tokens)
+    before, acc_before = loo_greedy(self.params, self.current[tid], task, **kw)
+    after, acc_after = loo_greedy(self.params, adapter, task, **kw)
+    ok = verified(before, after, acc_before, acc_after, self.max_acc_drop)
+    decision.update(loo_before=before.tolist(), loo_after=after.tolist(),
+                    loo_token_acc_before=acc_before.tolist(),
+                    loo_token_acc_after=acc_after.tolist())
+    if control is not None:
+      ctrl, acc_ctrl = loo_greedy(self.params, control, task, **kw)
+      ok = ok and verified(ctrl, after, acc_ctrl, acc_after, self.max_acc_drop)
+      decision.update(loo_control=ctrl.tolist(), loo_token_acc_control=acc_ctrl.tolist())
+    return dict(decision, status="accepted" if ok else "rejected", verify=self.verify)
+
+  def update(self, r: int, new_records: Mapping[str, list[dict]]) -> dict:
+    """Round r's predictions of its accepted tasks (``train(r)``'s keys) into the records and
+    histories; tasks whose leaders changed stay active. Returns the round's summary."""
+    if self._round.get("r") != r:
+      raise ValueError(f"update({r}) without train({r}) before it")
+    labels, decided, accepted = (self._round[k] for k in ("labels", "decided", "accepted"))
+    missing = [t for t in accepted if t not in new_records]
+    if missing:
+      raise ValueError(f"round {r}: no predictions for accepted tasks {missing}")
     still = []
     for tid in accepted:
-      if not top_unchanged(records[tid], new_records[tid], select_method):
+      if not top_unchanged(self.records[tid], new_records[tid], self.select_method):
         still.append(tid)
-      records[tid] = new_records[tid]
-    for tid in active:
+      self.records[tid] = new_records[tid]
+    for tid in self.active:
       d = decided.get(tid, {"status": "no_label", "labels": {}})
-      for j, hist in enumerate(history[tid]):
-        hist.append(round_entry(r, new_records[tid][j] if tid in new_records else None,
+      for j, hist in enumerate(self.history[tid]):
+        predicted = tid in accepted
+        hist.append(round_entry(r, new_records[tid][j] if predicted else None,
                                 status=d["status"], label=d["labels"].get(str(j)),
-                                unchanged=(tid not in still) if tid in new_records else None))
+                                unchanged=(tid not in still) if predicted else None))
     right = [d["labels_right"] for d in decided.values() if d["labels_right"] is not None]
-    summary = {"round": r, "active": len(active), "labelled": len(labels),
+    summary = {"round": r, "active": len(self.active), "labelled": len(labels),
                "accepted": len(accepted),
                "rejected": sum(d["status"] == "rejected" for d in decided.values()),
                "labels": sum(len(v) for v in labels.values()),
                "labels_right": sum(right) if right else None,
-               "continuing": len(still), "seconds": time.perf_counter() - t0}
+               "continuing": len(still), "seconds": time.perf_counter() - self._round["t0"]}
     logging.info("self-training round %d: %s", r, summary)
-    summaries.append(summary)
-    active = still
-  if index == 0:
-    os.makedirs(os.path.join(out_dir, SELFTRAIN), exist_ok=True)
-    atomic_json.write_json(os.path.join(out_dir, SELFTRAIN, "rounds.json"), summaries, indent=1)
-  final = {tid: [dict(rec, rounds=history[tid][j]) for j, rec in enumerate(rs)]
-           for tid, rs in records.items()}
-  return final, summaries
+    self.summaries.append(summary)
+    self.active, self._round = still, {}
+    return summary
 
-
+  def finish(self) -> tuple[dict[str, list[dict]], list[dict]]:
+    """The final records (each with its ``"rounds"`` history) and the round summaries;
+    process 0 writes ``<out_dir>/selftrain/rounds.json``."""
+    if self.index == 0:
+      os.makedirs(os.path.join(self.out_dir, SELFTRAIN), exist_ok=True)
+      atomic_json.write_json(os.path.join(self.out_dir, SELFTRAIN, "rounds.json"),
+                             self.summaries, indent=1)
+    final = {tid: [dict(rec, rounds=self.history[tid][j]) for j, rec in enumerate(rs)]
+             for tid, rs in self.records.items()}
+    return final, self.summaries

@@ -23,7 +23,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from ttt_jax.arc import io  # pylint: disable=g-import-not-at-top
   from ttt_jax.model import overrides, store  # pylint: disable=g-import-not-at-top
-  from ttt_jax.pipeline import ttt_stage  # pylint: disable=g-import-not-at-top
+  from ttt_jax.pipeline import engine, ttt_stage  # pylint: disable=g-import-not-at-top
   from ttt_jax.train import checkpoint  # pylint: disable=g-import-not-at-top
   cfg = _CONFIG.value
   tasks, errors = io.load_tasks(cfg.tasks)
@@ -31,7 +31,7 @@ def main(argv):
     print(f"{len(errors)} tasks failed to load; first: {errors[0]}")
   params, mcfg = checkpoint.load_base_model(cfg.model_dir or store.DEFAULT_MODEL_DIR, "",
                                             overrides.set_overrides(cfg.get("model_overrides")))
-  _, adapters, notes = ttt_stage.train(cfg, tasks, params, mcfg, task_parallel=False)
+  _, adapters, notes = ttt_stage.train(cfg, tasks, engine.build(params, mcfg))
   print(f"TTT: {len(tasks) - len(notes)} adapters in {cfg.out_dir}/adapters, "
         f"{len(notes)} tasks without TTT data")
 

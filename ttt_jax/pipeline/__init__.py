@@ -1,7 +1,8 @@
 """The whole paper pipeline: TTT -> augmented prediction -> vote/select -> self-train -> outputs.
 
-``run_pipeline(cfg)`` is what ``experiments/pipeline.py`` calls; it chains the stages, each a
-module that reads the tasks and writes its files under ``cfg.out_dir``: ``ttt_stage``
+``run_pipeline(cfg)`` is what ``experiments/pipeline.py`` calls. It builds the process's
+``engine`` once (the device-resident base, the mesh, the compiled steps) and chains the
+stages on it, each a module that reads the tasks and writes its files under ``cfg.out_dir``: ``ttt_stage``
 (``adapters/``), ``predict_stage`` (``predictions/<task>.json``, with ``select_stage``
 choosing each test input's attempts), ``selftrain_stage`` (``selftrain/``) and ``outputs``
 (``submission.json``, ``candidates.json``, ``scores.json``, ``errors.json``, ``timings.json``,
@@ -23,6 +24,7 @@ from typing import Any, Optional
 from absl import logging
 
 from ttt_jax.arc import io
+from ttt_jax.pipeline import engine as engine_lib
 from ttt_jax.pipeline import outputs, predict_stage, selftrain_stage, ttt_stage
 
 # Re-exported: the names callers (tests, experiments/) use as ``pipeline.<name>``.
@@ -36,15 +38,6 @@ from ttt_jax.pipeline.select_stage import (VOTE_METHODS, fallback_attempts, sele
 from ttt_jax.pipeline.ttt_stage import SavedAdapters, ttt_configs
 
 _ttt_stage = ttt_stage.train  # the name tests/test_pipeline.py calls
-
-
-def place_base(params: Any, task_parallel: bool) -> Any:
-  """The frozen base on this process's devices once (sharded by the parameter rules), so no
-  stage copies it from host memory per call: at 1B in bf16 that is 2.5 GB per decode call, DFS
-  node or scoring pass. Task-parallel runs keep each process's base on its own devices."""
-  from ttt_jax.parallel import mesh as mesh_lib, multihost, sharding
-  mesh = multihost.local_mesh() if task_parallel else mesh_lib.make_mesh()
-  return sharding.shard(params, sharding.tree_shardings(params, mesh))
 
 
 def run_pipeline(cfg: Any) -> Optional[dict]:
@@ -72,22 +65,20 @@ def run_pipeline(cfg: Any) -> Optional[dict]:
   model_dir = cfg.model_dir or store.DEFAULT_MODEL_DIR
   params, mcfg = checkpoint.load_base_model(model_dir, "",
                                             overrides.set_overrides(cfg.get("model_overrides")))
-  params = place_base(params, task_parallel)
+  engine = engine_lib.build(params, mcfg, task_parallel)  # the base goes to the devices once
   timings["load"] = time.perf_counter() - t0
 
   t1 = time.perf_counter()
-  lcfg, adapters, notes = ttt_stage.run(cfg, tasks, params, mcfg, task_parallel)
+  lcfg, adapters, notes = ttt_stage.run(cfg, tasks, engine)
   timings["ttt"] = time.perf_counter() - t1
 
   t2 = time.perf_counter()
-  results = predict_stage.run(cfg, tasks, params, mcfg, lcfg, adapters,
-                              task_parallel=task_parallel, timings=timings)
+  results = predict_stage.run(cfg, tasks, engine, lcfg, adapters, timings=timings)
   timings["predict"] = time.perf_counter() - t2
   st_cfg = cfg.get("self_train")
   if st_cfg is not None and st_cfg.enabled:
     t3 = time.perf_counter()
-    results = selftrain_stage.run(cfg, tasks, params, mcfg, lcfg, adapters, results,
-                                  task_parallel)
+    results = selftrain_stage.run(cfg, tasks, engine, lcfg, adapters, results)
     timings["self_train"] = time.perf_counter() - t3
   timings["total"] = time.perf_counter() - t0
   summary = None

@@ -60,21 +60,19 @@ def spread(items: Sequence[Any], n: int) -> list[Any]:
   return [items[i] for i in np.unique(np.linspace(0, len(items) - 1, n).round().astype(int))]
 
 
-def dfs_answers(params: Any, adapter: Any, views: Sequence[views_lib.View],
-                greedy: Sequence[predict.ViewAnswer], *, mcfg: Any, lcfg: Any, search_cfg: Any
+def dfs_answers(engine: Any, adapter: Any, views: Sequence[views_lib.View],
+                greedy: Sequence[predict.ViewAnswer], *, lcfg: Any, search_cfg: Any
                 ) -> list[predict.ViewAnswer]:
   """Depth-first search (``ttt_jax.infer.dfs``) on ``search_cfg.views`` of ``views``: every
   answer above ``search_cfg.min_prob`` that parses and differs from the view's greedy one."""
-  from ttt_jax.infer import dfs
   allowed = tuple(range(10)) + (tokens_lib.NL,)
   greedy_by_view = {id(a.view): a.grid for a in greedy}
   out = []
   for v in spread(list(views), int(search_cfg.views)):
-    found = dfs.dfs_sample(params, adapter, v.prompt_T, cfg=mcfg,
-                           lora_cfg=lcfg if adapter is not None else None,
-                           min_prob=float(search_cfg.min_prob), max_new_tokens=v.answer_tokens,
-                           max_candidates=int(search_cfg.max_candidates),
-                           max_expansions=int(search_cfg.max_expansions), allowed_ids=allowed)
+    found = engine.search(adapter, v.prompt_T, lcfg=lcfg, min_prob=float(search_cfg.min_prob),
+                          max_new_tokens=v.answer_tokens,
+                          max_candidates=int(search_cfg.max_candidates),
+                          max_expansions=int(search_cfg.max_expansions), allowed_ids=allowed)
     g0 = greedy_by_view.get(id(v))
     for toks_N, _ in found:
       a = predict.answer_from_tokens(v, toks_N)
@@ -146,18 +144,20 @@ def _assemble(out_dir: str, tasks: Sequence[Task], finished: set[str]) -> None:
       os.remove(p)
 
 
-def predict_tasks(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any], *, mcfg: Any,
+def predict_tasks(engine: Any, tasks: Sequence[Task], adapters: Mapping[str, Any], *,
                   lcfg: Any, out_dir: str, view_cfg: Any, group_size: int,
-                  vote_cfg: Optional[Mapping[str, Any]] = None, task_parallel: bool = False,
-                  search_cfg: Any = None, select_cfg: Any = None,
-                  timings: Optional[dict[str, float]] = None) -> dict[str, list[dict]]:
-  """Predicts every test input of every task (reusing finished prediction files).
+                  vote_cfg: Optional[Mapping[str, Any]] = None, search_cfg: Any = None,
+                  select_cfg: Any = None, timings: Optional[dict[str, float]] = None
+                  ) -> dict[str, list[dict]]:
+  """Predicts every test input of every task on ``engine`` (``pipeline.engine``), reusing
+  finished prediction files.
 
   The decoding groups are planned over all test inputs, finished or not, so a resumed run (or
   one split over several processes) decodes each remaining input in exactly the group an
   uninterrupted single-process run would use. Each input's result is saved on its own as soon
   as its group is decoded (``predictions/parts/``); the per-task files are assembled at the
-  end (by process 0 when ``task_parallel``, after every process has finished its groups).
+  end (by process 0 when the engine is one of several task-parallel processes, after every
+  process has finished its groups).
   ``vote_cfg`` is the config's ``vote`` section (``method`` plus ``voting.hierarchical_vote``
   options; None: the default vote). ``search_cfg`` (the config's ``search``; None: greedy)
   adds depth-first answers; ``select_cfg`` (``select``; None: by vote) chooses the attempts,
@@ -167,9 +167,9 @@ def predict_tasks(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any
   resumed run writes the same files).
   """
   import jax  # deferred: the numpy-only parts of this module import without JAX
-  from ttt_jax.infer import scoring as scoring_lib
   from ttt_jax.model import lora as lora_lib
   from ttt_jax.parallel import multihost, sharding
+  mcfg, task_parallel = engine.mcfg, engine.task_parallel
   index, count = ((multihost.process_index(), multihost.process_count()) if task_parallel
                   else (0, 1))
   search_method = search_cfg.method if search_cfg is not None else "greedy"
@@ -212,17 +212,16 @@ def predict_tasks(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any
         a = adapters.get(t.task_id) if use_lora else None
         ads.append(zero if use_lora and a is None else a)
       t_decode = time.perf_counter()
-      answers = predict.decode_views(params, ads, [vs for _, _, vs in part], cfg=mcfg,
-                                     lora_cfg=lcfg if use_lora else None,
-                                     max_new_tokens=max_new, max_total_tokens=context,
-                                     max_rows=view_cfg.get("max_rows") or None,
-                                     decode_chunk=view_cfg.get("decode_chunk") or None,
-                                     num_tasks=num_tasks)
+      answers = engine.decode(ads, [vs for _, _, vs in part],
+                              lcfg=lcfg if use_lora else None, max_new_tokens=max_new,
+                              max_total_tokens=context, max_rows=view_cfg.get("max_rows") or None,
+                              decode_chunk=view_cfg.get("decode_chunk") or None,
+                              num_tasks=num_tasks)
       seconds = {"decode": time.perf_counter() - t_decode}
       extra = [[] for _ in part]
       if search_method == "dfs":
         t_dfs = time.perf_counter()
-        extra = [dfs_answers(params, ad, vs, ans, mcfg=mcfg, lcfg=lcfg if use_lora else None,
+        extra = [dfs_answers(engine, ad, vs, ans, lcfg=lcfg if use_lora else None,
                              search_cfg=search_cfg)
                  for (_, _, vs), ad, ans in zip(part, ads, answers)]
         seconds["dfs"] = time.perf_counter() - t_dfs
@@ -232,10 +231,9 @@ def predict_tasks(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any
         t_score = time.perf_counter()
         pools = [selection.pool(r, select_cfg.max_candidates) for r in records]
         score_views = [spread(vs, int(select_cfg.views)) for _, _, vs in part]
-        scores = scoring_lib.poe_scores_many(
-            params, ads, score_views, [[np.asarray(g) for g in p] for p in pools], cfg=mcfg,
-            lora_cfg=lcfg if use_lora else None, max_rows=select_cfg.get("max_rows") or None,
-            num_tasks=num_tasks)
+        scores = engine.score(ads, score_views, [[np.asarray(g) for g in p] for p in pools],
+                              lcfg=lcfg if use_lora else None,
+                              max_rows=select_cfg.get("max_rows") or None, num_tasks=num_tasks)
         records = [select_stage.select_test_input(selection.attach_scores(r, p, sc), t, j,
                                                   select_method)
                    for (t, j, _), r, p, sc in zip(part, records, pools, scores)]
@@ -261,15 +259,13 @@ def predict_tasks(params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any
   return results
 
 
-def run(cfg: Any, tasks: Sequence[Task], params: Any, mcfg: Any, lcfg: Any,
+def run(cfg: Any, tasks: Sequence[Task], engine: Any, lcfg: Any,
         adapters: Mapping[str, Any], *, out_dir: Optional[str] = None,
-        task_parallel: bool = False, timings: Optional[dict[str, float]] = None
-        ) -> dict[str, list[dict]]:
+        timings: Optional[dict[str, float]] = None) -> dict[str, list[dict]]:
   """``predict_tasks`` with the config's ``infer``, ``vote``, ``search`` and ``select``
   sections into ``out_dir`` (default ``cfg.out_dir``); returns task id -> per-input records."""
-  return predict_tasks(params, tasks, adapters, mcfg=mcfg, lcfg=lcfg,
+  return predict_tasks(engine, tasks, adapters, lcfg=lcfg,
                        out_dir=cfg.out_dir if out_dir is None else out_dir,
                        view_cfg=cfg.infer, group_size=cfg.infer.group_size,
-                       vote_cfg=cfg.vote.to_dict(), task_parallel=task_parallel,
-                       search_cfg=cfg.get("search"), select_cfg=cfg.get("select"),
+                       vote_cfg=cfg.vote.to_dict(), search_cfg=cfg.get("search"), select_cfg=cfg.get("select"),
                        timings=timings)

@@ -72,14 +72,16 @@ class SavedAdapters(Mapping):
     return [tid for tid, ok in self._trained.items() if not ok]
 
 
-def train(cfg: Any, tasks: Sequence[Task], params: Any, mcfg: Any, task_parallel: bool
+def train(cfg: Any, tasks: Sequence[Task], engine: Any
           ) -> tuple[Any, SavedAdapters, dict[str, str]]:
-  """Trains (or reuses) every task's adapter; returns (lora cfg, adapters, skip reasons)."""
+  """Trains (or reuses) every task's adapter on ``engine`` (``pipeline.engine``); returns
+  (lora cfg, adapters, skip reasons)."""
   from ttt_jax.train import ttt
-  lcfg, ocfg, tcfg = ttt_configs(cfg, mcfg)
-  ttt.run_ttt(tasks, params, mcfg=mcfg, lcfg=lcfg, ocfg=ocfg, tcfg=tcfg, out_dir=cfg.out_dir,
-              task_parallel=task_parallel)
-  if task_parallel:  # every adapter is saved before anyone predicts with it
+  lcfg, ocfg, tcfg = ttt_configs(cfg, engine.mcfg)
+  ttt.run_ttt(tasks, engine.params, mcfg=engine.mcfg, lcfg=lcfg, ocfg=ocfg, tcfg=tcfg,
+              out_dir=cfg.out_dir, mesh=engine.mesh, task_parallel=engine.task_parallel,
+              step_fn=engine.train_step(lcfg, ocfg))
+  if engine.task_parallel:  # every adapter is saved before anyone predicts with it
     from ttt_jax.parallel import multihost
     multihost.barrier("ttt")
   adapters = SavedAdapters(os.path.join(cfg.out_dir, "adapters"), tasks)
@@ -88,13 +90,13 @@ def train(cfg: Any, tasks: Sequence[Task], params: Any, mcfg: Any, task_parallel
   return lcfg, adapters, notes
 
 
-def run(cfg: Any, tasks: Sequence[Task], params: Any, mcfg: Any, task_parallel: bool
+def run(cfg: Any, tasks: Sequence[Task], engine: Any
         ) -> tuple[Any, Mapping[str, Any], dict[str, str]]:
   """The adapters prediction uses: trained now (``cfg.ttt.enabled``), read from
   ``cfg.adapters_dir`` (e.g. by ``experiments/ttt.py``), or none (the base model); returns
   (lora cfg or None, task id -> adapter or None, task id -> why it has none)."""
   if cfg.ttt.enabled:
-    return train(cfg, tasks, params, mcfg, task_parallel)
+    return train(cfg, tasks, engine)
   if cfg.get("adapters_dir"):
     adapters = SavedAdapters(cfg.adapters_dir, tasks)
     notes = {tid: "no adapter: predicted by the base model" for tid in adapters.untrained()}

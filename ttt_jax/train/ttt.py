@@ -160,7 +160,7 @@ def _known_lengths(adapter_dir: str, tasks: Sequence[Task], done: set[str]) -> d
 
 def run_ttt(tasks: Sequence[Task], params: PyTree, *, mcfg: Any, lcfg: Any, ocfg: OptimConfig,
             tcfg: TTTConfig, out_dir: str, mesh: Optional[jax.sharding.Mesh] = None,
-            overwrite: bool = False, task_parallel: bool = False) -> dict:
+            overwrite: bool = False, task_parallel: bool = False, step_fn: Any = None) -> dict:
   """Trains (or skips, when already saved) every task's adapter; returns a summary dict.
 
   The groups are planned over *all* tasks, finished or not (finished ones report their length
@@ -171,6 +171,8 @@ def run_ttt(tasks: Sequence[Task], params: PyTree, *, mcfg: Any, lcfg: Any, ocfg
   builds the datasets of its share of the tasks, the lengths are exchanged, and each trains its
   share of the (global) groups on ``mesh``, which must then hold only its own devices (default:
   all local devices). Otherwise all processes run every group together on a global ``mesh``.
+  ``step_fn``: the jitted step to use (``steps.jit_multitask_step`` for these configs; the
+  pipeline's engine passes the one it compiled), built here when None.
   """
   from ttt_jax.parallel import multihost  # pylint: disable=g-import-not-at-top
   adapter_dir = os.path.join(out_dir, "adapters")
@@ -216,9 +218,10 @@ def run_ttt(tasks: Sequence[Task], params: PyTree, *, mcfg: Any, lcfg: Any, ocfg
   datasets.update(build_datasets([by_id[t] for g in my_groups for t in g if t not in datasets],
                                  tcfg))
 
-  from ttt_jax.model import transformer  # pylint: disable=g-import-not-at-top
-  apply_fn = functools.partial(transformer.forward_hidden, cfg=mcfg, lora_cfg=lcfg)
-  step_fn = steps.jit_multitask_step(apply_fn, ocfg)
+  if step_fn is None:
+    from ttt_jax.model import transformer  # pylint: disable=g-import-not-at-top
+    apply_fn = functools.partial(transformer.forward_hidden, cfg=mcfg, lora_cfg=lcfg)
+    step_fn = steps.jit_multitask_step(apply_fn, ocfg)
   t0 = time.perf_counter()
   for gi, ids in enumerate(my_groups):
     if tcfg.shared_adapter:  # one adapter on the union of every task's data
