@@ -7,10 +7,14 @@ returns exactly the sequences a brute-force enumeration would (up to the length 
 bounds), with their model log-probabilities.
 
 A host loop over a DFS stack (a documented cost: one small device call per expanded node,
-B=1). The prompt is prefilled once into a KV cache long enough for the whole answer; each
-expansion feeds one token to ``forward_with_cache`` from its parent's cache. Caches are
-immutable arrays, so siblings share their parent's without copying; the children's caches
-are computed when their parent is expanded (kept on the device until popped).
+B=1). The prompt is prefilled once into a KV cache long enough for the whole answer, and the
+whole search runs on that one cache, updated in place (the step donates it): a node at depth d
+writes its token's keys and values at slot d and attends causally to the slots before it. In
+depth-first order those slots hold exactly the node's ancestors (a subtree only writes deeper
+slots, and a sibling overwrites its own), so stale deeper slots are never attended and no node
+needs a cache of its own. A node's forward call is made when it is popped. With grid positions
+the cache also carries the grid coordinates' running state (a few integers a row): each stack
+entry keeps its parent's on the host and the step starts from it.
 
 Greedy decoding is a special case: with ``min_prob >= 0.5`` at most one token per step can
 exceed the threshold and that token is the argmax, so the result is either empty or exactly
@@ -40,9 +44,14 @@ def _prefill(params, adapter, prompt_1xT, mask_1xT, cond_1xD, *, cfg, lora_cfg, 
   return jax.nn.log_softmax(logits_1xV[0]), cache
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "lora_cfg"))
-def _step(params, adapter, cache, token, position, cond_1xD, *, cfg, lora_cfg):
-  """Feeds one token at ``position``: (next-token log-probs_V, the child's cache)."""
+@functools.partial(jax.jit, static_argnames=("cfg", "lora_cfg"), donate_argnames=("cache",))
+def _step(params, adapter, cache, token, position, slot, cond_1xD, grid=None, *, cfg, lora_cfg):
+  """Feeds one token at ``position`` into cache slot ``slot`` (in place: the cache is donated),
+  from the grid-coordinate state ``grid`` when the model has one: (next-token log-probs_V, the
+  cache)."""
+  cache = dict(cache, index=jnp.asarray(slot, jnp.int32))
+  if grid is not None:
+    cache["grid"] = grid
   logits_1x1xV, cache = transformer.forward_with_cache(
       params, adapter, jnp.reshape(token, (1, 1)).astype(jnp.int32),
       jnp.reshape(position, (1, 1)).astype(jnp.int32), jnp.ones((1, 1), bool), cache,
@@ -61,7 +70,8 @@ def dfs_sample(params, adapter, prompt_T: np.ndarray, *, cfg, lora_cfg=None, min
 
   ``allowed_ids`` restricts the tokens explored (no renormalisation: a completion's score is
   still its full-vocabulary probability); EOS is always allowed. The search stops early after
-  ``max_candidates`` results or ``max_expansions`` forward calls (results so far returned).
+  ``max_candidates`` results or ``max_expansions`` forward calls (results so far returned;
+  a node is expanded, one forward call, when it is popped).
   Children are explored most probable first, so the first result is the greedy path when
   that qualifies. The prompt is left-padded and the cache sized to multiples of
   ``length_multiple``, so the views of a run share a few compiled shapes (padding changes no
@@ -94,10 +104,25 @@ def dfs_sample(params, adapter, prompt_T: np.ndarray, *, cfg, lora_cfg=None, min
 
   results: list[tuple[np.ndarray, float]] = []
   expansions = 0
-  # A stack entry is a node whose next-token distribution is known: (tokens, logprob, logp_V, cache).
-  stack = [((), 0.0, np.asarray(logp_V, np.float64), cache)]
+
+  def host_grid(c):
+    return None if "grid" not in c else jax.tree.map(np.asarray, jax.device_get(c["grid"]))
+
+  # A stack entry is a node: (tokens, logprob, next-token log-probs or None until it is popped,
+  # the grid state its token starts from, on the host).
+  stack = [((), 0.0, np.asarray(logp_V, np.float64), None)]
   while stack and len(results) < max_candidates:
-    prefix, score, logp_V, cache = stack.pop()
+    prefix, score, logp_V, grid = stack.pop()
+    if logp_V is None:  # feed the node's last token at its depth's slot: one forward call
+      if expansions >= max_expansions:
+        break
+      expansions += 1
+      d = len(prefix) - 1
+      token, position, slot, grid = to_device((np.int32(prefix[-1]), np.int32(P + d),
+                                               np.int32(padded + d), grid))
+      logp_V, cache = _step(params, adapter, cache, token, position, slot, cond_1xD, grid,
+                            cfg=cfg, lora_cfg=lora_cfg)
+      logp_V = np.asarray(logp_V, np.float64)
     ids = np.arange(len(logp_V)) if allowed is None else allowed
     if len(prefix) + 1 >= max_new_tokens:  # room for one more token: EOS only
       ids = np.array([eos_id])
@@ -116,15 +141,9 @@ def dfs_sample(params, adapter, prompt_T: np.ndarray, *, cfg, lora_cfg=None, min
         pending.append((tok, s))
     if len(results) >= max_candidates:
       break
-    children = []
-    for tok, s in pending:
-      if expansions >= max_expansions:
-        break
-      expansions += 1
-      token, position = to_device((np.int32(tok), np.int32(P + len(prefix))))
-      child_logp, child_cache = _step(params, adapter, cache, token, position, cond_1xD, cfg=cfg,
-                                      lora_cfg=lora_cfg)
-      children.append((prefix + (tok,), s, np.asarray(child_logp, np.float64), child_cache))
-    stack.extend(reversed(children))  # the most probable child is popped next
+    # the most probable child is popped (and expanded) next
+    if pending:
+      after = host_grid(cache)  # this node's grid state: where its children start
+      stack.extend((prefix + (tok,), s, None, after) for tok, s in reversed(pending))
   results.sort(key=lambda r: -r[1])
   return results

@@ -167,9 +167,12 @@ def _dfs_step(mcfg, lcfg, ocfg, s: Shapes, params, adapter) -> Program:
   from ttt_jax.infer import dfs  # pylint: disable=g-import-not-at-top
   S = s.prompt_tokens + s.answer_tokens
   cache = jax.eval_shape(lambda: transformer.init_cache(mcfg, 1, S))
-  fn = jax.jit(functools.partial(dfs._step, cfg=mcfg, lora_cfg=lcfg))  # pylint: disable=protected-access
+  # the search's one cache is donated to each step and updated in place
+  fn = jax.jit(functools.partial(dfs._step, cfg=mcfg, lora_cfg=lcfg),  # pylint: disable=protected-access
+               donate_argnums=(2,))
   return Program("DFS step (one token, one cache)", f"1 row, cache {S}", fn,
-                 (params, adapter, cache, _spec((), jnp.int32), _spec((), jnp.int32), None))
+                 (params, adapter, cache, _spec((), jnp.int32), _spec((), jnp.int32),
+                  _spec((), jnp.int32), None))
 
 
 STAGES: dict[str, Callable[..., Program]] = {
