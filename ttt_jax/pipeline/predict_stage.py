@@ -8,6 +8,7 @@ reused, so a resumed run (or one of several processes) decodes only what is left
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -144,6 +145,97 @@ def _assemble(out_dir: str, tasks: Sequence[Task], finished: set[str]) -> None:
       os.remove(p)
 
 
+@dataclasses.dataclass(frozen=True)
+class CallSettings:
+  """What every decoding call of one prediction stage shares (``CallSettings.make``)."""
+  lcfg: Any  # the adapters' LoRA config; None: the bare base model
+  zero: Any  # a fresh adapter (B = 0: exactly the base) for tasks without TTT; None without LoRA
+  context: int  # prompt + answer tokens
+  view_cfg: Any
+  num_tasks: Optional[int]  # the padded task axis (infer.pad_tasks), or None
+  search_cfg: Any
+  select_cfg: Any
+  select_method: str
+  vote_method: str
+  vote_options: dict
+
+  @classmethod
+  def make(cls, engine: Any, adapters: Mapping[str, Any], *, lcfg: Any, view_cfg: Any,
+           group_size: int, vote_cfg: Optional[Mapping[str, Any]], search_cfg: Any,
+           select_cfg: Any) -> "CallSettings":
+    import jax  # deferred: the numpy-only parts of this module import without JAX
+    from ttt_jax.model import lora as lora_lib
+    from ttt_jax.parallel import sharding
+    search_method = search_cfg.method if search_cfg is not None else "greedy"
+    if search_method not in SEARCH_METHODS:
+      raise ValueError(f"search method must be one of {SEARCH_METHODS}, got {search_method!r}")
+    select_method = selection.check_method(select_cfg.method if select_cfg is not None else "vote")
+    vote_options = dict(vote_cfg or {})
+    vote_method = vote_options.pop("method", "hierarchical")
+    if vote_method == "flat":  # the config's hierarchical options do not apply
+      vote_options = {}
+    if isinstance(adapters, ttt_stage.SavedAdapters):
+      any_adapter = adapters.any_trained()
+    else:
+      any_adapter = any(a is not None for a in adapters.values())
+    use_lora = lcfg is not None and any_adapter
+    zero = None
+    if use_lora:  # tasks without TTT use a fresh adapter: B = 0, so exactly the base model
+      zero = jax.tree.map(np.asarray, lora_lib.init_lora(engine.mcfg, lcfg, sharding.rng_key(0)))
+    # Padded task axis: every call's K is the group size, so the last short group (or a split
+    # one) reuses the program the full groups compiled.
+    return cls(lcfg=lcfg if use_lora else None, zero=zero,
+               context=min(view_cfg.max_tokens, engine.mcfg.max_seq_len),
+               view_cfg=view_cfg, num_tasks=group_size if view_cfg.get("pad_tasks") else None,
+               search_cfg=search_cfg if search_method == "dfs" else None, select_cfg=select_cfg,
+               select_method=select_method, vote_method=vote_method, vote_options=vote_options)
+
+
+def predict_call(engine: Any, settings: CallSettings,
+                 part: Sequence[tuple[Task, int, list[views_lib.View]]],
+                 adapters: Mapping[str, Any]) -> tuple[list[dict], dict[str, float], int]:
+  """One decoding call over ``part`` (test inputs that share a context): greedy answers of every
+  view, depth-first answers when searching, the vote, and PoE scores when the selection needs
+  them. Returns (each input's record, seconds per phase, new tokens decoded per view)."""
+  views = [vs for _, _, vs in part]
+  # Every view gets at least the answer budget it reserved when checked against context.
+  max_new = predict.decode_budget([v for vs in views for v in vs], settings.context)
+  ads = [None] * len(part)
+  if settings.lcfg is not None:
+    ads = [adapters.get(t.task_id) for t, _, _ in part]
+    ads = [settings.zero if a is None else a for a in ads]
+  view_cfg = settings.view_cfg
+  t0 = time.perf_counter()
+  answers = engine.decode(ads, views, lcfg=settings.lcfg, max_new_tokens=max_new,
+                          max_total_tokens=settings.context,
+                          max_rows=view_cfg.get("max_rows") or None,
+                          decode_chunk=view_cfg.get("decode_chunk") or None,
+                          num_tasks=settings.num_tasks)
+  seconds = {"decode": time.perf_counter() - t0}
+  extra = [[] for _ in part]
+  if settings.search_cfg is not None:
+    t0 = time.perf_counter()
+    extra = [dfs_answers(engine, ad, vs, ans, lcfg=settings.lcfg, search_cfg=settings.search_cfg)
+             for vs, ad, ans in zip(views, ads, answers)]
+    seconds["dfs"] = time.perf_counter() - t0
+  records = [select_stage.vote_test_input(ans, t, j, settings.vote_method, extra=ex,
+                                          **settings.vote_options)
+             for (t, j, _), ans, ex in zip(part, answers, extra)]
+  if settings.select_method != "vote":
+    t0 = time.perf_counter()
+    select_cfg = settings.select_cfg
+    pools = [selection.pool(r, select_cfg.max_candidates) for r in records]
+    scores = engine.score(ads, [spread(vs, int(select_cfg.views)) for vs in views],
+                          [[np.asarray(g) for g in p] for p in pools], lcfg=settings.lcfg,
+                          max_rows=select_cfg.get("max_rows") or None,
+                          num_tasks=settings.num_tasks)
+    records = [select_stage.select_test_input(selection.attach_scores(r, p, sc), t, j,
+                                              settings.select_method)
+               for (t, j, _), r, p, sc in zip(part, records, pools, scores)]
+    seconds["score"] = time.perf_counter() - t0
+  return records, seconds, max_new
+
+
 def predict_tasks(engine: Any, tasks: Sequence[Task], adapters: Mapping[str, Any], *,
                   lcfg: Any, out_dir: str, view_cfg: Any, group_size: int,
                   vote_cfg: Optional[Mapping[str, Any]] = None, search_cfg: Any = None,
@@ -166,78 +258,27 @@ def predict_tasks(engine: Any, tasks: Sequence[Task], adapters: Mapping[str, Any
   (``predict_decode``, ``predict_dfs``, ``predict_score``; outputs stay timing-free, so a
   resumed run writes the same files).
   """
-  import jax  # deferred: the numpy-only parts of this module import without JAX
-  from ttt_jax.model import lora as lora_lib
-  from ttt_jax.parallel import multihost, sharding
-  mcfg, task_parallel = engine.mcfg, engine.task_parallel
+  from ttt_jax.parallel import multihost
+  task_parallel = engine.task_parallel
   index, count = ((multihost.process_index(), multihost.process_count()) if task_parallel
                   else (0, 1))
-  search_method = search_cfg.method if search_cfg is not None else "greedy"
-  if search_method not in SEARCH_METHODS:
-    raise ValueError(f"search method must be one of {SEARCH_METHODS}, got {search_method!r}")
-  select_method = selection.check_method(select_cfg.method if select_cfg is not None else "vote")
-  vote_options = dict(vote_cfg or {})
-  vote_method = vote_options.pop("method", "hierarchical")
-  if vote_method == "flat":  # the config's hierarchical options do not apply
-    vote_options = {}
+  settings = CallSettings.make(engine, adapters, lcfg=lcfg, view_cfg=view_cfg,
+                               group_size=group_size, vote_cfg=vote_cfg, search_cfg=search_cfg,
+                               select_cfg=select_cfg)
   os.makedirs(os.path.join(out_dir, PREDICTIONS, PARTS), exist_ok=True)
   finished = {t.task_id for t in tasks if os.path.exists(_prediction_path(out_dir, t.task_id))}
-  context = min(view_cfg.max_tokens, mcfg.max_seq_len)  # prompt + answer must fit
-  groups = _plan_groups(tasks, view_cfg, context, group_size)
+  groups = _plan_groups(tasks, view_cfg, settings.context, group_size)
 
   def done(t: Task, j: int) -> bool:
     return t.task_id in finished or os.path.exists(_part_path(out_dir, t.task_id, j))
 
   mine = [groups[g] for g in multihost.owned(len(groups), index, count)
           if not all(done(t, j) for t, j, _ in groups[g])]
-  if isinstance(adapters, ttt_stage.SavedAdapters):
-    any_adapter = adapters.any_trained()
-  else:
-    any_adapter = any(a is not None for a in adapters.values())
-  use_lora = lcfg is not None and any_adapter
-  zero = None
-  if use_lora:  # tasks without TTT use a fresh adapter: B = 0, so exactly the base model
-    zero = jax.tree.map(np.asarray, lora_lib.init_lora(mcfg, lcfg, sharding.rng_key(0)))
-  # Padded task axis: every call's K is the group size, so the last short group (or a split
-  # one) reuses the program the full groups compiled.
-  num_tasks = group_size if view_cfg.get("pad_tasks") else None
   progress = Progress("predict", sum(len(g) for g in mine))
   for group in mine:
-    for call in predict.split_for_context([vs for _, _, vs in group], context):
+    for call in predict.split_for_context([vs for _, _, vs in group], settings.context):
       part = [group[i] for i in call]
-      # Every view gets at least the answer budget it reserved when checked against context.
-      max_new = predict.decode_budget([v for _, _, vs in part for v in vs], context)
-      ads = []
-      for t, _, _ in part:
-        a = adapters.get(t.task_id) if use_lora else None
-        ads.append(zero if use_lora and a is None else a)
-      t_decode = time.perf_counter()
-      answers = engine.decode(ads, [vs for _, _, vs in part],
-                              lcfg=lcfg if use_lora else None, max_new_tokens=max_new,
-                              max_total_tokens=context, max_rows=view_cfg.get("max_rows") or None,
-                              decode_chunk=view_cfg.get("decode_chunk") or None,
-                              num_tasks=num_tasks)
-      seconds = {"decode": time.perf_counter() - t_decode}
-      extra = [[] for _ in part]
-      if search_method == "dfs":
-        t_dfs = time.perf_counter()
-        extra = [dfs_answers(engine, ad, vs, ans, lcfg=lcfg if use_lora else None,
-                             search_cfg=search_cfg)
-                 for (_, _, vs), ad, ans in zip(part, ads, answers)]
-        seconds["dfs"] = time.perf_counter() - t_dfs
-      records = [select_stage.vote_test_input(ans, t, j, vote_method, extra=ex, **vote_options)
-                 for (t, j, _), ans, ex in zip(part, answers, extra)]
-      if select_method != "vote":
-        t_score = time.perf_counter()
-        pools = [selection.pool(r, select_cfg.max_candidates) for r in records]
-        score_views = [spread(vs, int(select_cfg.views)) for _, _, vs in part]
-        scores = engine.score(ads, score_views, [[np.asarray(g) for g in p] for p in pools],
-                              lcfg=lcfg if use_lora else None,
-                              max_rows=select_cfg.get("max_rows") or None, num_tasks=num_tasks)
-        records = [select_stage.select_test_input(selection.attach_scores(r, p, sc), t, j,
-                                                  select_method)
-                   for (t, j, _), r, p, sc in zip(part, records, pools, scores)]
-        seconds["score"] = time.perf_counter() - t_score
+      records, seconds, max_new = predict_call(engine, settings, part, adapters)
       for (t, j, _), record in zip(part, records):
         if not done(t, j):
           atomic_json.write_json(_part_path(out_dir, t.task_id, j), record)
