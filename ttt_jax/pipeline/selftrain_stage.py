@@ -2,10 +2,10 @@
 
 This stage drives the rounds (``ttt_jax.selftrain.Rounds``): each round trains and verifies,
 then this stage predicts the accepted tasks with the prediction stage into the round's own
-directory under ``<out_dir>/selftrain/``, so rounds resume like the rest of the pipeline; the
-adapters continue with the TTT settings (``self_train.learning_rate`` may replace TTT's rate), and each task's
-latest records are what the outputs report. Several processes split each round's tasks
-(``task_parallel``), as they split TTT and prediction.
+directory under ``<out_dir>/selftrain/``, so rounds resume like the rest of the pipeline. The
+adapters continue with the TTT settings (``self_train.learning_rate`` may replace TTT's rate),
+and each task's latest records are what the outputs report. Several processes split each
+round's tasks (``task_parallel``), as they split TTT and prediction.
 """
 
 from __future__ import annotations
