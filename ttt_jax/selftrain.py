@@ -273,11 +273,8 @@ class Rounds:
     self.verify = getattr(st_cfg, "verify", "before")
     if self.verify not in VERIFY:
       raise ValueError(f"self_train.verify must be one of {VERIFY}, got {self.verify!r}")
-    if step_fn is None:  # one jitted step for every group of every round
-      from ttt_jax.model import transformer
-      from ttt_jax.train import steps
-      step_fn = steps.jit_multitask_step(
-          functools.partial(transformer.forward_hidden, cfg=mcfg, lora_cfg=lcfg), ocfg)
+    # one jitted step for every group of every round
+    step_fn = step_fn or ttt.lora_step(mcfg, lcfg, ocfg)
     self.params, self.mcfg, self.lcfg, self.tcfg, self.st_cfg = params, mcfg, lcfg, tcfg, st_cfg
     self.select_method, self.out_dir, self.task_parallel = select_method, out_dir, task_parallel
     self.train_fn = functools.partial(_train_groups, params, mcfg=mcfg, lcfg=lcfg, ocfg=ocfg,

@@ -12,7 +12,6 @@ file and barrier logic.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -31,10 +30,8 @@ class Engine:
     every self-training round share it when their optimizer configs agree)."""
     key = (lcfg, ocfg)
     if key not in self._steps:
-      from ttt_jax.model import transformer
-      from ttt_jax.train import steps
-      self._steps[key] = steps.jit_multitask_step(
-          functools.partial(transformer.forward_hidden, cfg=self.mcfg, lora_cfg=lcfg), ocfg)
+      from ttt_jax.train import ttt
+      self._steps[key] = ttt.lora_step(self.mcfg, lcfg, ocfg)
     return self._steps[key]
 
   def decode(self, adapters: Sequence[Any], views_per_task: Sequence[Sequence[Any]], *,

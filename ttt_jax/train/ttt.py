@@ -60,6 +60,14 @@ class TTTConfig:
     return dataclasses.replace(self, **kw)
 
 
+def lora_step(mcfg: Any, lcfg: Any, ocfg: OptimConfig) -> Any:
+  """The jitted multi-task LoRA step of the model (``steps.jit_multitask_step``) that TTT,
+  self-training and the pipeline's engine all train with."""
+  from ttt_jax.model import transformer  # pylint: disable=g-import-not-at-top
+  return steps.jit_multitask_step(
+      functools.partial(transformer.forward_hidden, cfg=mcfg, lora_cfg=lcfg), ocfg)
+
+
 def task_seed(task_id: str, seed: int) -> int:
   """A per-task integer seed, independent of grouping and order."""
   return int(np.random.default_rng([seed, zlib.crc32(task_id.encode())]).integers(2**31 - 1))
@@ -113,9 +121,7 @@ def train_group(params: PyTree, datasets: Sequence[Sequence[Any]], task_ids: Seq
   init = lambda adapters_K, steps_K: steps.init_multitask_state(adapters_K, ocfg, steps_K)
   init_args = sharding.to_device((adapters, np.asarray(plan.steps_K)))
   if step_fn is None:
-    from ttt_jax.model import transformer  # pylint: disable=g-import-not-at-top
-    apply_fn = functools.partial(transformer.forward_hidden, cfg=mcfg, lora_cfg=lcfg)
-    step_fn = steps.jit_multitask_step(apply_fn, ocfg)
+    step_fn = lora_step(mcfg, lcfg, ocfg)
   if mesh is not None:
     state, _ = sharding.sharded_init(init, mesh, task_axis=True, args=init_args)
   else:  # compiled once per optimizer config: no host constants, no program per group
@@ -171,8 +177,8 @@ def run_ttt(tasks: Sequence[Task], params: PyTree, *, mcfg: Any, lcfg: Any, ocfg
   builds the datasets of its share of the tasks, the lengths are exchanged, and each trains its
   share of the (global) groups on ``mesh``, which must then hold only its own devices (default:
   all local devices). Otherwise all processes run every group together on a global ``mesh``.
-  ``step_fn``: the jitted step to use (``steps.jit_multitask_step`` for these configs; the
-  pipeline's engine passes the one it compiled), built here when None.
+  ``step_fn``: the jitted step to use (``lora_step`` for these configs; the pipeline's engine
+  passes the one it compiled), built here when None.
   """
   from ttt_jax.parallel import multihost  # pylint: disable=g-import-not-at-top
   adapter_dir = os.path.join(out_dir, "adapters")
@@ -218,10 +224,7 @@ def run_ttt(tasks: Sequence[Task], params: PyTree, *, mcfg: Any, lcfg: Any, ocfg
   datasets.update(build_datasets([by_id[t] for g in my_groups for t in g if t not in datasets],
                                  tcfg))
 
-  if step_fn is None:
-    from ttt_jax.model import transformer  # pylint: disable=g-import-not-at-top
-    apply_fn = functools.partial(transformer.forward_hidden, cfg=mcfg, lora_cfg=lcfg)
-    step_fn = steps.jit_multitask_step(apply_fn, ocfg)
+  step_fn = step_fn or lora_step(mcfg, lcfg, ocfg)
   t0 = time.perf_counter()
   for gi, ids in enumerate(my_groups):
     if tcfg.shared_adapter:  # one adapter on the union of every task's data
