@@ -39,6 +39,11 @@ def get_config(preset: str = "") -> config_dict.ConfigDict:
   # JAX's persistent compilation cache (ttt_jax.compile_cache): later runs with the same shapes
   # skip the minutes of compiling the decode loop on CPU; {host}: one per machine. "": off.
   c.jax_cache_dir = "~/.cache/ttt_jax/jax/{host}"
+  # jax.transfer_guard level for the stages, once the engine has placed the base: "disallow"
+  # makes any implicit transfer (a host array passed to a compiled call, or a device result
+  # read without jax.device_get) an error, to find the copies that make an accelerator wait;
+  # "log" reports them. "allow": no checking.
+  c.transfer_guard = "allow"
   # The TTT adapters (rank, alpha, targets; --config.lora.rank=...), as in every binary. Rank 32
   # for the embedded 0.8M-parameter model; the paper preset sets its 128.
   c.lora = overrides.lora_section(rank=32)

@@ -110,7 +110,7 @@ def dfs_sample(params, adapter, prompt_T: np.ndarray, *, cfg, lora_cfg=None, min
 
   # A stack entry is a node: (tokens, logprob, next-token log-probs or None until it is popped,
   # the grid state its token starts from, on the host).
-  stack = [((), 0.0, np.asarray(logp_V, np.float64), None)]
+  stack = [((), 0.0, np.asarray(jax.device_get(logp_V), np.float64), None)]
   while stack and len(results) < max_candidates:
     prefix, score, logp_V, grid = stack.pop()
     if logp_V is None:  # feed the node's last token at its depth's slot: one forward call
@@ -122,7 +122,7 @@ def dfs_sample(params, adapter, prompt_T: np.ndarray, *, cfg, lora_cfg=None, min
                                                np.int32(padded + d), grid))
       logp_V, cache = _step(params, adapter, cache, token, position, slot, cond_1xD, grid,
                             cfg=cfg, lora_cfg=lora_cfg)
-      logp_V = np.asarray(logp_V, np.float64)
+      logp_V = np.asarray(jax.device_get(logp_V), np.float64)
     ids = np.arange(len(logp_V)) if allowed is None else allowed
     if len(prefix) + 1 >= max_new_tokens:  # room for one more token: EOS only
       ids = np.array([eos_id])

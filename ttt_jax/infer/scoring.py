@@ -107,6 +107,7 @@ def greedy_matches(params, adapter, prompts: Sequence[np.ndarray], answers: Sequ
   t, m, a = _padded_rows(prompts, answers, length_multiple, rows_multiple)
   exact, hits, total = _greedy_hits(params, to_device(adapter), *to_device((t, m, a)), cfg=cfg,
                                     lora_cfg=lora_cfg if adapter is not None else None)
+  exact, hits, total = jax.device_get((exact, hits, total))
   n = len(prompts)
   return (np.asarray(exact, bool)[:n],
           np.asarray(hits, np.float64)[:n] / np.maximum(np.asarray(total)[:n], 1))
@@ -140,7 +141,7 @@ def answer_logprobs(params, adapter, prompts: Sequence[np.ndarray], answers: Seq
   t, m, a = _padded_rows(prompts, answers, length_multiple, rows_multiple)
   out = _sequence_logprobs_jit(params, to_device(adapter), *to_device((t, m, a)), cfg=cfg,
                                lora_cfg=lora_cfg if adapter is not None else None)
-  return np.asarray(out, np.float64)[:len(prompts)]
+  return np.asarray(jax.device_get(out), np.float64)[:len(prompts)]
 
 
 def _poe_rows(views: Sequence[View], candidates: Sequence[Grid]
@@ -217,11 +218,11 @@ def poe_scores_many(params, adapters: Sequence[Any], views_per_task: Sequence[Se
   for s in range(0, n_rows, per_call):
     t, m, a = toks[:, s:s + per_call], masks[:, s:s + per_call], marks[:, s:s + per_call]
     if stacked is None:  # the bare model: the same function, no adapter axis
-      slices.append(np.stack([np.asarray(_sequence_logprobs_jit(
+      slices.append(np.stack(jax.device_get([_sequence_logprobs_jit(
           params, None, *to_device((t[i], m[i], a[i])), cfg=cfg,
-          lora_cfg=None)) for i in range(len(live))]))
+          lora_cfg=None) for i in range(len(live))])))
     else:
-      slices.append(np.asarray(_sequence_logprobs_many(
+      slices.append(jax.device_get(_sequence_logprobs_many(
           params, stacked, *to_device((t, m, a)), cfg=cfg,
           lora_cfg=lora_cfg)))
   out = np.concatenate(slices, axis=1)

@@ -127,8 +127,8 @@ def to_device(tree: Any) -> Any:
   """Host data (numpy arrays, Python scalars) placed on the default device, explicitly.
 
   The stages make every host-to-device transfer this way, so they run under
-  ``jax.transfer_guard_host_to_device("disallow")`` (tested): an implicit copy, such as a host
-  base passed to a jitted call, then fails instead of silently costing gigabytes per call.
+  ``jax.transfer_guard("disallow")`` (``cfg.transfer_guard``, tested): an implicit copy, such as
+  a host base passed to a jitted call, then fails instead of silently costing gigabytes per call.
   Arrays already on a device pass through untouched.
   """
   return jax.tree.map(lambda x: x if isinstance(x, jax.Array) else jax.device_put(x), tree)

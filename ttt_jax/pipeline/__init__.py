@@ -21,6 +21,7 @@ import os
 import time
 from typing import Any, Optional
 
+import jax
 from absl import logging
 
 from ttt_jax.arc import io
@@ -38,6 +39,7 @@ from ttt_jax.pipeline.select_stage import (VOTE_METHODS, fallback_attempts, sele
 from ttt_jax.pipeline.ttt_stage import SavedAdapters, ttt_configs
 
 _ttt_stage = ttt_stage.train  # the name tests/test_pipeline.py calls
+TRANSFER_GUARDS = ("allow", "log", "disallow")  # cfg.transfer_guard: jax.transfer_guard levels
 
 
 def run_pipeline(cfg: Any) -> Optional[dict]:
@@ -51,6 +53,9 @@ def run_pipeline(cfg: Any) -> Optional[dict]:
   from ttt_jax.model import overrides, store
   from ttt_jax.parallel import multihost
   from ttt_jax.train import checkpoint
+  guard = cfg.get("transfer_guard", "allow")
+  if guard not in TRANSFER_GUARDS:
+    raise ValueError(f"transfer_guard must be one of {TRANSFER_GUARDS}, got {guard!r}")
   task_parallel = multihost.process_count() > 1
   if task_parallel:  # the first collective connects every process now, not after a long stage
     multihost.barrier("start")
@@ -68,18 +73,19 @@ def run_pipeline(cfg: Any) -> Optional[dict]:
   engine = engine_lib.build(params, mcfg, task_parallel)  # the base goes to the devices once
   timings["load"] = time.perf_counter() - t0
 
-  t1 = time.perf_counter()
-  lcfg, adapters, notes = ttt_stage.run(cfg, tasks, engine)
-  timings["ttt"] = time.perf_counter() - t1
+  with jax.transfer_guard(guard):
+    t1 = time.perf_counter()
+    lcfg, adapters, notes = ttt_stage.run(cfg, tasks, engine)
+    timings["ttt"] = time.perf_counter() - t1
 
-  t2 = time.perf_counter()
-  results = predict_stage.run(cfg, tasks, engine, lcfg, adapters, timings=timings)
-  timings["predict"] = time.perf_counter() - t2
-  st_cfg = cfg.get("self_train")
-  if st_cfg is not None and st_cfg.enabled:
-    t3 = time.perf_counter()
-    results = selftrain_stage.run(cfg, tasks, engine, lcfg, adapters, results)
-    timings["self_train"] = time.perf_counter() - t3
+    t2 = time.perf_counter()
+    results = predict_stage.run(cfg, tasks, engine, lcfg, adapters, timings=timings)
+    timings["predict"] = time.perf_counter() - t2
+    st_cfg = cfg.get("self_train")
+    if st_cfg is not None and st_cfg.enabled:
+      t3 = time.perf_counter()
+      results = selftrain_stage.run(cfg, tasks, engine, lcfg, adapters, results)
+      timings["self_train"] = time.perf_counter() - t3
   timings["total"] = time.perf_counter() - t0
   summary = None
   if multihost.process_index() == 0:

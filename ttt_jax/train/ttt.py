@@ -24,7 +24,6 @@ import zlib
 from typing import Any, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
@@ -134,8 +133,8 @@ def train_group(params: PyTree, datasets: Sequence[Sequence[Any]], task_ids: Seq
     losses.append(m["loss"])
     if tcfg.log_every and (s + 1) % tcfg.log_every == 0:
       logging.info("  step %d/%d  mean loss %.4f", s + 1, plan.num_steps,
-                   float(jnp.mean(m["loss"][:len(task_ids)])))
-  loss_SxK = np.asarray(jnp.stack(losses)) if losses else np.zeros((0, k_total))
+                   float(np.mean(jax.device_get(m["loss"])[:len(task_ids)])))
+  loss_SxK = np.stack(jax.device_get(losses)) if losses else np.zeros((0, k_total))
   seconds = time.perf_counter() - t0
   out_adapters, stats = [], []
   trainable_K = jax.device_get(state.trainable)  # one fetch, then host slices
