@@ -12,6 +12,7 @@ from ttt_jax import pipeline
 from ttt_jax.arc import io
 from ttt_jax.arc.task import task_to_json
 from ttt_jax.eval import submission
+from ttt_jax.infer.records import CandidateRecord
 from ttt_jax.model import config, store, transformer
 
 
@@ -115,8 +116,8 @@ def test_pipeline_end_to_end_with_bad_and_oversized_tasks(tmp_path, tiny_model_d
 def test_vote_test_input_falls_back_when_nothing_parses():
   tasks, _ = io.load_tasks("dev80-small:1")
   r = pipeline.vote_test_input([], tasks[0], 0)
-  assert r["fallback"] and len(r["attempts"]) == 2
-  np.testing.assert_array_equal(r["attempts"][0], tasks[0].test[0].input)
+  assert r.fallback and len(r.attempts) == 2
+  np.testing.assert_array_equal(r.attempts[0], tasks[0].test[0].input)
 
 
 def _answers(task, grids_by_transform):
@@ -145,8 +146,8 @@ def test_vote_config_fields_drive_the_vote():
   ours = pipeline.vote_test_input(ans, tasks[0], 0, **vote_cfg)
   ref = pipeline.vote_test_input(ans, tasks[0], 0, **(vote_cfg | voting.REFERENCE))
   flat = pipeline.vote_test_input(ans, tasks[0], 0, "flat")
-  assert ours["num_invalid"] == ref["num_invalid"] == 1
-  as_lists = lambda r: [np.asarray(x).tolist() for x in r["attempts"]]
+  assert ours.num_invalid == ref.num_invalid == 1
+  as_lists = lambda r: [np.asarray(x).tolist() for x in r.attempts]
   assert as_lists(ours) == [b.tolist(), a.tolist()]  # b: 2 groups; a: identity tie-break
   assert as_lists(ref) == [b.tolist(), c.tolist()]  # c: 3 slots of its one-view group
   assert as_lists(flat) == [a.tolist(), b.tolist()]  # raw counts 3 and 2
@@ -184,8 +185,9 @@ def test_poe_selection_scores_the_pool_and_picks_the_best(tmp_path, tiny_model_d
   tasks = {t.task_id: t for t in io.load_tasks("dev80-small:2")[0]}
   context = min(c.infer.max_tokens, mcfg.max_seq_len)
   for tid, records in cands.items():
-    for j, r in enumerate(records):
-      assert r["select"] == "poe"
+    for j, js in enumerate(records):
+      r = CandidateRecord.from_json(js)  # the file holds the record's JSON
+      assert r.select == "poe"
       pool = pipeline.selection.pool(r, 3)
       assert [np.asarray(g).tolist() for g in pool[:1]] == [grids[0].tolist()]  # most votes
       vs = pipeline.spread(pipeline.views_for_test_input(tasks[tid], j, c.infer, context), 4)
@@ -193,9 +195,9 @@ def test_poe_selection_scores_the_pool_and_picks_the_best(tmp_path, tiny_model_d
       want = scoring.poe_scores(params, None, vs, [np.asarray(g) for g in pool], cfg=mcfg)
       got = [pipeline.selection.score_of(r, g) for g in pool]
       np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
-      assert sum(x.get("poe") is not None for x in r["candidates"]) == 3  # the pool only
+      assert sum(x.get("poe") is not None for x in js["candidates"]) == 3  # the pool only
       best = [pool[i] for i in np.argsort(-want, kind="stable")[:2]]
-      assert r["attempts"] == [np.asarray(g).tolist() for g in best] and not r["fallback"]
+      assert js["attempts"] == [np.asarray(g).tolist() for g in best] and not js["fallback"]
   assert "PoE log-prob" in open(os.path.join(out, "report.html")).read()
   assert summary["views_parsed"] == summary["views"]
 
@@ -247,8 +249,8 @@ def test_dfs_answers_keep_new_parsed_grids_only(monkeypatch):
   assert len(extra) == 3 and all(np.array_equal(a.grid, other) for a in extra)
   assert {id(a.view) for a in extra} == {id(v) for v in pipeline.spread(vs, 3)}
   rec = pipeline.vote_test_input(greedy, task, 0, extra=extra)
-  assert rec["num_views"] == len(vs) and rec["num_extra"] == 3
-  assert {tuple(np.shape(c["grid"])): c["count"] for c in rec["candidates"]} == {
+  assert rec.num_views == len(vs) and rec.num_extra == 3
+  assert {tuple(np.shape(c.grid)): c.count for c in rec.candidates} == {
       (2, 3): len(vs), (3, 2): 3}
 
 

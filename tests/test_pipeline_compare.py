@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 from ttt_jax.arc import io
+from ttt_jax.infer.records import Candidate, CandidateRecord, Ranked
 from ttt_jax.pipeline import compare, predict_stage
 
 
@@ -15,9 +16,12 @@ def _task(i):
 
 
 def _record(grids, counts):
-  cands = [{"grid": g, "count": c} for g, c in zip(grids, counts)]
-  return {"attempts": grids[:2], "candidates": cands, "ranked": [{"grid": g} for g in grids],
-          "num_views": sum(counts) + 1, "num_invalid": 1, "select": "vote"}
+  """A record's JSON as the pipeline writes it: the vote ranks ``grids`` as given."""
+  return CandidateRecord(
+      num_views=sum(counts) + 1, num_invalid=1, num_extra=0,
+      ranked=tuple(Ranked(g, c, c, False) for g, c in zip(grids, counts)),
+      candidates=tuple(Candidate(g, c, 0) for g, c in zip(grids, counts)),
+      attempts=tuple(grids[:2]), select="vote").to_json()
 
 
 def test_family_strips_only_a_trailing_number():
@@ -89,7 +93,8 @@ def test_level_rows_group_evaluation_tasks_by_difficulty(tmp_path):
     (task_dir / f"{name}.json").write_text(json.dumps(_task(i)))
   tasks = io.load_tasks(str(task_dir))[0]
   right = {name: [[3 + i]] for i, name in enumerate(easy + hard + ["generated_000"])}
-  res = {name: [_record([right[name]] if name != easy[1] else [[[9]]], [2])] for name in right}
+  res = {name: [CandidateRecord.from_json(
+      _record([right[name]] if name != easy[1] else [[[9]]], [2]))] for name in right}
   rows = compare.table_rows([("run", res)], tasks, by_level=True)
   got = {r["group"]: (r["tasks"], r["vote"]) for r in rows}
   # Levels in difficulty order, only those present; the generated task has no level.

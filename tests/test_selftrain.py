@@ -1,3 +1,4 @@
+import dataclasses
 import os
 
 import jax
@@ -8,6 +9,7 @@ from ttt_jax import selftrain
 from ttt_jax.arc.task import Pair, Task
 from ttt_jax.data import loo
 from ttt_jax.infer import scoring, selection
+from ttt_jax.infer.records import Candidate, CandidateRecord, Ranked
 from ttt_jax.model import config, lora, transformer
 from ttt_jax.train import ttt
 from ttt_jax.train.optim import ttt_optim_config
@@ -21,10 +23,15 @@ def _g(v, shape=(2, 2)):
   return np.full(shape, v).tolist()
 
 
+def _rec(*grid_counts):
+  """A record whose vote ranks the (grid, count) pairs as given."""
+  return CandidateRecord(num_views=sum(n for _, n in grid_counts), num_invalid=0, num_extra=0,
+                         ranked=tuple(Ranked(g, n, n, False) for g, n in grid_counts),
+                         candidates=tuple(Candidate(g, n, 0) for g, n in grid_counts))
+
+
 def _record(counts, scores=None):
-  cands = [{"grid": _g(i), "count": n, "identity_count": 0} for i, n in enumerate(counts)]
-  r = {"candidates": sorted(cands, key=lambda c: -c["count"]),
-       "ranked": [{"grid": c["grid"]} for c in sorted(cands, key=lambda c: -c["count"])]}
+  r = _rec(*sorted(((_g(i), n) for i, n in enumerate(counts)), key=lambda c: -c[1]))
   if scores is not None:
     r = selection.attach_scores(r, [_g(i) for i in range(len(scores))], scores)
   return r
@@ -181,8 +188,7 @@ def test_rounds_accept_a_right_label_reject_a_wrong_one_and_resume(tmp_path, mon
     return {t.task_id: records[t.task_id] for t in ts}
 
   def run(label, out, **kw):
-    records[task.task_id] = [{"candidates": [{"grid": label, "count": 3}],
-                              "ranked": [{"grid": label}]}]
+    records[task.task_id] = [_rec((label, 3))]
     return _run_rounds(PARAMS, [task], {task.task_id: start[0]}, records, mcfg=CFG,
                                 lcfg=ST_LCFG, ocfg=ST_OCFG, tcfg=ST_TCFG, st_cfg=_StCfg(**kw),
                                 select_method="vote", predict=predict, out_dir=str(out))
@@ -190,10 +196,11 @@ def test_rounds_accept_a_right_label_reject_a_wrong_one_and_resume(tmp_path, mon
   final, rounds = run([[1]], tmp_path / "right")
   assert [(s["accepted"], s["rejected"], s["labels_right"], s["continuing"]) for s in rounds] == [
       (1, 0, 1, 0)]
-  history = final["const"][0]["rounds"]  # round 0, then the accepted round's label and answers
+  history = final["const"][0].rounds  # round 0, then the accepted round's label and answers
   assert [(e["round"], e.get("status"), e.get("pseudo_label"), e.get("leaders_unchanged"))
           for e in history] == [(0, None, None, None), (1, "accepted", [[1]], True)]
-  assert history[0]["candidates"] == history[1]["candidates"] == [{"grid": [[1]], "count": 3}]
+  assert history[0]["candidates"] == history[1]["candidates"] == [
+      {"grid": [[1]], "count": 3, "identity_count": 0}]
   assert calls == [(["const"], str(tmp_path / "right" / "selftrain" / "round1"))]
   from ttt_jax.train import checkpoint  # pylint: disable=g-import-not-at-top
   kept = checkpoint.load_adapter(str(tmp_path / "right" / "selftrain" / "round1" / "adapters"),
@@ -207,10 +214,10 @@ def test_rounds_accept_a_right_label_reject_a_wrong_one_and_resume(tmp_path, mon
   calls.clear()
   final, rounds = run([[2]], tmp_path / "wrong", weight=5.0, epochs=10)
   assert [(s["accepted"], s["rejected"], s["labels_right"]) for s in rounds] == [(0, 1, 0)]
-  assert calls == [] and final["const"][0]["candidates"][0]["grid"] == [[2]]
+  assert calls == [] and final["const"][0].candidates[0].grid == [[2]]
   # The rejected round is in the history, without answers (it did not predict).
-  assert [{k: v for k, v in e.items() if k != "candidates"} for e in final["const"][0]["rounds"]
-          ] == [{"round": 0, "attempts": None},
+  assert [{k: v for k, v in e.items() if k != "candidates"} for e in final["const"][0].rounds
+          ] == [{"round": 0, "attempts": []},
                 {"round": 1, "status": "rejected", "pseudo_label": [[2]]}]
   assert not os.path.exists(tmp_path / "wrong" / "selftrain" / "round1" / "adapters")
 
@@ -246,8 +253,7 @@ def test_control_verification_rejects_a_label_no_better_than_training_without_it
     return np.array([False] * 3), np.array([0.6] * 3)
 
   monkeypatch.setattr(selftrain, "loo_greedy", planted)
-  records = {task.task_id: [{"candidates": [{"grid": [[2]], "count": 3}],
-                             "ranked": [{"grid": [[2]]}]}]}
+  records = {task.task_id: [_rec(([[2]], 3))]}
 
   def run(verify):
     trained.clear()
@@ -278,17 +284,15 @@ def test_control_verification_rejects_a_label_no_better_than_training_without_it
 
 def test_rounds_without_a_confident_candidate_change_nothing(tmp_path):
   task = _const_task()
-  split = [{"candidates": [{"grid": [[1]], "count": 2}, {"grid": [[3]], "count": 2}],
-            "ranked": [{"grid": [[1]]}, {"grid": [[3]]}]}]
+  split = [_rec(([[1]], 2), ([[3]], 2))]
   final, rounds = _run_rounds(
       PARAMS, [task], {task.task_id: None}, {task.task_id: split}, mcfg=CFG, lcfg=ST_LCFG,
       ocfg=ST_OCFG, tcfg=ST_TCFG, st_cfg=_StCfg(min_vote_share=0.75), select_method="vote",
       predict=lambda *a: pytest.fail("predicted"), out_dir=str(tmp_path))
-  assert final[task.task_id][0]["rounds"] == [
-      {"round": 0, "attempts": None, "candidates": split[0]["candidates"]},
-      {"round": 1, "status": "no_label"}]
-  assert {task.task_id: [{k: v for k, v in r.items() if k != "rounds"}
-                         for r in final[task.task_id]]} == {task.task_id: split}
+  assert final[task.task_id][0].rounds == (
+      {"round": 0, "attempts": [], "candidates": split[0].to_json()["candidates"]},
+      {"round": 1, "status": "no_label"})
+  assert [dataclasses.replace(r, rounds=None) for r in final[task.task_id]] == split
   assert [(s["labelled"], s["accepted"], s["continuing"]) for s in rounds] == [(0, 0, 0)]
 
 
@@ -300,8 +304,7 @@ def test_task_parallel_rounds_split_the_work_and_agree(tmp_path, monkeypatch):
   from ttt_jax.parallel import multihost  # pylint: disable=g-import-not-at-top
   tasks = [_const_task(), _const_task().replace(task_id="const2")]
   label = [[1]]
-  records = {t.task_id: [{"candidates": [{"grid": label, "count": 3}], "ranked": [{"grid": label}]}]
-             for t in tasks}
+  records = {t.task_id: [_rec((label, 3))] for t in tasks}
   local, gate = threading.local(), threading.Barrier(2)
   monkeypatch.setattr(multihost, "process_index", lambda: local.index)
   monkeypatch.setattr(multihost, "process_count", lambda: 2)
@@ -338,15 +341,16 @@ def test_task_parallel_rounds_split_the_work_and_agree(tmp_path, monkeypatch):
 
 def test_attempts_by_round_follow_each_inputs_latest_prediction():
   a, b, c = [[1]], [[2]], [[3]]
+  rec = lambda attempts, rounds=None: CandidateRecord(1, 0, 0, attempts=attempts, rounds=rounds)
   records = {
-      "kept": [{"attempts": [a], "rounds": [
-          {"round": 0, "attempts": [a]}, {"round": 1, "status": "rejected", "pseudo_label": a}]}],
-      "moved": [{"attempts": [c], "rounds": [
+      "kept": [rec([a], [
+          {"round": 0, "attempts": [a]}, {"round": 1, "status": "rejected", "pseudo_label": a}])],
+      "moved": [rec([c], [
           {"round": 0, "attempts": [a]}, {"round": 1, "status": "accepted", "attempts": [b]},
-          {"round": 2, "status": "accepted", "attempts": [c]}]}],
-      "plain": [{"attempts": [b]}]}
+          {"round": 2, "status": "accepted", "attempts": [c]}])],
+      "plain": [rec([b])]}
   assert selftrain.attempts_by_round(records) == [
       {"kept": [[a]], "moved": [[a]], "plain": [[b]]},
       {"kept": [[a]], "moved": [[b]], "plain": [[b]]},
       {"kept": [[a]], "moved": [[c]], "plain": [[b]]}]
-  assert selftrain.attempts_by_round({"plain": [{"attempts": [b]}]}) == [{"plain": [[b]]}]
+  assert selftrain.attempts_by_round({"plain": [rec([b])]}) == [{"plain": [[b]]}]

@@ -32,6 +32,7 @@ from ttt_jax import atomic_json
 from ttt_jax.arc.task import Grid, Pair, Task, grids_equal
 from ttt_jax.data import loo, tokens
 from ttt_jax.infer import selection
+from ttt_jax.infer.records import CandidateRecord
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,16 +53,15 @@ class ConfidenceRule:
       raise ValueError(f"min_margin must be >= 0, got {self.min_margin}")
 
 
-def pseudo_label(record: dict, rule: ConfidenceRule, method: str = "vote") -> Optional[Grid]:
+def pseudo_label(record: CandidateRecord, rule: ConfidenceRule, method: str = "vote") -> Optional[Grid]:
   """The E-step for one test input: its leading candidate under ``method`` if ``rule`` trusts
   it, else None."""
   order = selection.order(record, method)
   if not order:
     return None
   top = order[0]
-  total = sum(c["count"] for c in record.get("candidates", ()))
-  votes = next((c["count"] for c in record["candidates"]
-                if grids_equal(c["grid"], top)), 0) if total else 0
+  total = sum(c.count for c in record.candidates)
+  votes = record.count_and_score(top)[0]
   if total == 0 or votes / total < rule.min_vote_share:
     return None
   if rule.min_margin > 0:
@@ -138,7 +138,7 @@ def verified(before: np.ndarray, after: np.ndarray, token_acc_before: Optional[n
   return float(np.mean(token_acc_after)) >= float(np.mean(token_acc_before)) - max_token_acc_drop
 
 
-def top_unchanged(before: Sequence[dict], after: Sequence[dict], method: str = "vote") -> bool:
+def top_unchanged(before: Sequence[CandidateRecord], after: Sequence[CandidateRecord], method: str = "vote") -> bool:
   """Whether every test input's leading candidate is the same in two rounds' records (the
   task is then cached: no more rounds)."""
   def top(r):
@@ -200,9 +200,9 @@ def _truth_match(task: Task, labels: dict[int, Grid]) -> Optional[int]:
 HISTORY_CANDIDATES = 8  # leading candidates kept per round in a record's "rounds" history
 
 
-def round_entry(r: int, record: Optional[dict] = None, *, status: Optional[str] = None,
+def round_entry(r: int, record: Optional[CandidateRecord] = None, *, status: Optional[str] = None,
                 label: Optional[Grid] = None, unchanged: Optional[bool] = None) -> dict:
-  """One round of a test input's self-training history (``record["rounds"]``): the round's
+  """One round of a test input's self-training history (``record.rounds``): the round's
   decision (``status``: accepted, rejected, no_data, no_label), the pseudo-label it trained on,
   and, when the round predicted, its attempts and leading candidates (round 0: before
   self-training)."""
@@ -212,27 +212,28 @@ def round_entry(r: int, record: Optional[dict] = None, *, status: Optional[str] 
   if label is not None:
     entry["pseudo_label"] = np.asarray(label).tolist()
   if record is not None:
-    entry["attempts"] = record.get("attempts")
-    entry["candidates"] = list(record.get("candidates", ()))[:HISTORY_CANDIDATES]
+    entry["attempts"] = list(record.attempts)
+    entry["candidates"] = [c.to_json(record.scored)
+                           for c in record.candidates[:HISTORY_CANDIDATES]]
   if unchanged is not None:
     entry["leaders_unchanged"] = unchanged
   return entry
 
 
-def attempts_by_round(records: Mapping[str, Sequence[dict]]) -> list[dict[str, list]]:
+def attempts_by_round(records: Mapping[str, Sequence[CandidateRecord]]) -> list[dict[str, list]]:
   """For r = 0..R (the last round any record shows): task id -> each test input's attempts as
-  they stood after round r (its latest round that predicted), from the ``"rounds"`` histories.
+  they stood after round r (its latest round that predicted), from the ``rounds`` histories.
   A record without history keeps its attempts in every round."""
   last = max((e["round"] for rs in records.values() for rec in rs
-              for e in rec.get("rounds", ())), default=0)
+              for e in rec.rounds or ()), default=0)
   by_round = []
   for r in range(last + 1):
     at_r = {}
     for tid, rs in records.items():
       per_input = []
       for rec in rs:
-        seen = [e for e in rec.get("rounds", ()) if e["round"] <= r and e.get("attempts") is not None]
-        per_input.append(seen[-1]["attempts"] if seen else rec["attempts"])
+        seen = [e for e in rec.rounds or () if e["round"] <= r and e.get("attempts") is not None]
+        per_input.append(seen[-1]["attempts"] if seen else list(rec.attempts))
       at_r[tid] = per_input
     by_round.append(at_r)
   return by_round
@@ -251,7 +252,7 @@ class Rounds:
   so a rerun resumes.
 
   ``finish()`` returns the final records per task, each carrying its test input's history
-  under ``"rounds"`` (``round_entry``: round 0, then one entry per round its task took part
+  under ``rounds`` (``round_entry``: round 0, then one entry per round its task took part
   in), and one summary per round (also in ``<out_dir>/selftrain/rounds.json``).
 
   ``task_parallel``: one of several processes sharing ``out_dir``; each trains and verifies
@@ -260,7 +261,7 @@ class Rounds:
   """
 
   def __init__(self, params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any],
-               results: dict[str, list[dict]], *, mcfg: Any, lcfg: Any, ocfg: Any, tcfg: Any,
+               results: dict[str, list[CandidateRecord]], *, mcfg: Any, lcfg: Any, ocfg: Any, tcfg: Any,
                st_cfg: Any, select_method: str, out_dir: str, task_parallel: bool = False,
                step_fn: Any = None):
     import jax  # deferred: the pure parts above import without JAX
@@ -384,7 +385,7 @@ class Rounds:
       decision.update(loo_control=ctrl.tolist(), loo_token_acc_control=acc_ctrl.tolist())
     return dict(decision, status="accepted" if ok else "rejected", verify=self.verify)
 
-  def update(self, r: int, new_records: Mapping[str, list[dict]]) -> dict:
+  def update(self, r: int, new_records: Mapping[str, list[CandidateRecord]]) -> dict:
     """Round r's predictions of its accepted tasks (``train(r)``'s keys) into the records and
     histories; tasks whose leaders changed stay active. Returns the round's summary."""
     if self._round.get("r") != r:
@@ -417,13 +418,14 @@ class Rounds:
     self.active, self._round = still, {}
     return summary
 
-  def finish(self) -> tuple[dict[str, list[dict]], list[dict]]:
-    """The final records (each with its ``"rounds"`` history) and the round summaries;
+  def finish(self) -> tuple[dict[str, list[CandidateRecord]], list[dict]]:
+    """The final records (each with its ``rounds`` history) and the round summaries;
     process 0 writes ``<out_dir>/selftrain/rounds.json``."""
     if self.index == 0:
       os.makedirs(os.path.join(self.out_dir, SELFTRAIN), exist_ok=True)
       atomic_json.write_json(os.path.join(self.out_dir, SELFTRAIN, "rounds.json"),
                              self.summaries, indent=1)
-    final = {tid: [dict(rec, rounds=self.history[tid][j]) for j, rec in enumerate(rs)]
+    final = {tid: [dataclasses.replace(rec, rounds=tuple(self.history[tid][j]))
+                   for j, rec in enumerate(rs)]
              for tid, rs in self.records.items()}
     return final, self.summaries

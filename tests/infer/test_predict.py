@@ -86,8 +86,8 @@ def test_an_answer_without_eos_is_invalid_and_counted():
   done = predict.answer_from_tokens(v, padded)
   assert np.array_equal(done.grid, answer) and done.new_tokens == 7
   r = pipeline.vote_test_input([cut, done, cut], t, 0)
-  assert (r["num_views"], r["num_invalid"]) == (3, 2)
-  assert r["candidates"][0]["count"] == 1 and np.array_equal(r["attempts"][0], answer)
+  assert (r.num_views, r.num_invalid) == (3, 2)
+  assert r.candidates[0].count == 1 and np.array_equal(r.attempts[0], answer)
 
 
 def test_task_axis_padded_to_num_tasks_gives_the_same_answers_in_one_program():

@@ -1,9 +1,12 @@
+import dataclasses
 import itertools
+import json
 
 import numpy as np
 import pytest
 
 from ttt_jax.infer import selection
+from ttt_jax.infer.records import Candidate, CandidateRecord, Ranked
 
 
 def _g(v, shape=(1, 2)):
@@ -12,10 +15,11 @@ def _g(v, shape=(1, 2)):
 
 def _record(counts, ranked=None):
   """Candidates _g(i) with counts[i]; the vote ranks them by count unless ``ranked`` says."""
-  cands = [{"grid": _g(i), "count": n, "identity_count": 0} for i, n in enumerate(counts)]
-  cands.sort(key=lambda c: -c["count"])
-  order = ranked if ranked is not None else [c["grid"][0][0] for c in cands]
-  return {"candidates": cands, "ranked": [{"grid": _g(i)} for i in order]}
+  cands = sorted((Candidate(_g(i), n, 0) for i, n in enumerate(counts)), key=lambda c: -c.count)
+  order = ranked if ranked is not None else [c.grid[0][0] for c in cands]
+  return CandidateRecord(num_views=sum(counts), num_invalid=0, num_extra=0,
+                         ranked=tuple(Ranked(_g(i), 1, 1, False) for i in order),
+                         candidates=tuple(cands))
 
 
 def _ids(grids):
@@ -51,7 +55,7 @@ def test_orders_do_not_depend_on_how_candidates_are_listed():
   want = {m: _ids(selection.order(selection.attach_scores(base, grids, scores), m))
           for m in selection.METHODS}
   for perm in itertools.permutations(range(4)):
-    shuffled = dict(base, candidates=[base["candidates"][i] for i in perm])
+    shuffled = dataclasses.replace(base, candidates=tuple(base.candidates[i] for i in perm))
     r = selection.attach_scores(shuffled, [grids[i] for i in perm], [scores[i] for i in perm])
     for m in selection.METHODS:
       assert _ids(selection.order(r, m)) == want[m]
@@ -61,7 +65,7 @@ def test_attempts_top_up_from_the_fallback_without_repeats():
   r = _record([3])
   att, topped = selection.attempts(r, "poe", fallback=[_g(0), _g(7)])
   assert _ids(att) == [0, 7] and topped
-  att, topped = selection.attempts({"candidates": [], "ranked": []}, "vote", fallback=[_g(5)])
+  att, topped = selection.attempts(CandidateRecord(0, 0, 0), "vote", fallback=[_g(5)])
   assert _ids(att) == [5, 5] and topped
   # A grid of another type (int8 from the baseline) is still the same grid.
   att, _ = selection.attempts(r, "vote", fallback=[np.asarray(_g(0), np.int8), _g(4)])
@@ -77,3 +81,22 @@ def test_attach_scores_keeps_grids_the_vote_filled_in():
     selection.attach_scores(r, [_g(0)], [])
   with pytest.raises(ValueError, match="select method"):
     selection.order(r, "best")
+
+
+def test_record_json_round_trip_keeps_the_file_format():
+  """A record written and read back is the same record, and its JSON is what the files held
+  before records were typed: ``poe`` only once scored (null where unscored), ``rounds`` only
+  after self-training."""
+  r = _record([3, 1], ranked=[0, 5])
+  plain = r.to_json()
+  assert list(plain) == ["attempts", "fallback", "select", "num_views", "num_invalid",
+                         "num_extra", "ranked", "candidates"]
+  assert all("poe" not in c for c in plain["candidates"])
+  s = dataclasses.replace(selection.attach_scores(r, [_g(0), _g(5)], [-1.0, -2.0]),
+                          attempts=(_g(0), _g(5)), rounds=({"round": 0},))
+  js = s.to_json()
+  assert [c.get("poe", "absent") for c in js["candidates"]] == [-1.0, None, -2.0]
+  assert js["rounds"] == [{"round": 0}]
+  for rec in (r, s):
+    back = CandidateRecord.from_json(json.loads(json.dumps(rec.to_json())))
+    assert back == rec and json.dumps(back.to_json()) == json.dumps(rec.to_json())

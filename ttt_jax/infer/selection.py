@@ -1,11 +1,11 @@
 """Choosing a test input's two attempts from its candidates: by vote, by product-of-experts
 score, or by both.
 
-Pure functions over the plain records the pipeline writes to ``candidates.json``: a test
-input's ``candidates`` (distinct grids with their vote ``count``, most votes first) and the
-vote's ``ranked`` grids. ``poe`` scores (``ttt_jax.infer.scoring.poe_scores``) are attached
-to the leading candidates only (the pool), so every method orders the same records and a
-finished run can be re-ranked offline under another method (experiments/selection_table.py).
+Pure functions over a test input's ``records.CandidateRecord``: its ``candidates`` (distinct
+grids with their vote ``count``, most votes first) and the vote's ``ranked`` grids. ``poe``
+scores (``ttt_jax.infer.scoring.poe_scores``) are attached to the leading candidates only (the
+pool), so every method orders the same records and a finished run can be re-ranked offline
+under another method (experiments/selection_table.py).
 
 Methods:
   vote      the voting module's ranking (today's default);
@@ -18,9 +18,12 @@ Methods:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Optional, Sequence
 
 import numpy as np
+
+from ttt_jax.infer.records import Candidate, CandidateRecord, grid_key
 
 METHODS = ("vote", "poe", "vote+poe")
 
@@ -31,58 +34,49 @@ def check_method(method: str) -> str:
   return method
 
 
-def _key(grid: Any) -> tuple:
-  """Identity of a grid whatever its container or integer type (JSON lists, int8 arrays)."""
-  g = np.asarray(grid, np.int64)
-  return g.shape, g.tobytes()
-
-
-def vote_order(record: dict, ranked_only: bool = False) -> list[list]:
+def vote_order(record: CandidateRecord, ranked_only: bool = False) -> list[list]:
   """Distinct candidate grids in vote order: the vote's ranked grids, then (unless
   ``ranked_only``) any other candidate by count, so a grid the vote left out can still be
   scored."""
   seen, order = set(), []
-  rest = () if ranked_only else record.get("candidates", ())
-  for entry in list(record.get("ranked", ())) + list(rest):
-    g = entry["grid"]
-    k = _key(g)
+  rest = () if ranked_only else record.candidates
+  for entry in record.ranked + rest:
+    g = entry.grid
+    k = grid_key(g)
     if k not in seen:
       seen.add(k)
       order.append(g)
   return order
 
 
-def pool(record: dict, max_candidates: int) -> list[list]:
+def pool(record: CandidateRecord, max_candidates: int) -> list[list]:
   """The candidates worth scoring: the first ``max_candidates`` in vote order."""
   return vote_order(record)[:max(0, int(max_candidates))]
 
 
-def attach_scores(record: dict, grids: Sequence[Any], scores: Sequence[float]) -> dict:
+def attach_scores(record: CandidateRecord, grids: Sequence[Any], scores: Sequence[float]
+                  ) -> CandidateRecord:
   """A copy of ``record`` whose candidates carry their ``poe`` score (None: not scored)."""
   if len(grids) != len(scores):
     raise ValueError(f"{len(grids)} grids but {len(scores)} scores")
-  by_key = {_key(g): float(s) for g, s in zip(grids, scores)}
-  out = dict(record)
-  cands = [dict(c) for c in record.get("candidates", ())]
-  known = {_key(c["grid"]) for c in cands}
+  by_key = {grid_key(g): float(s) for g, s in zip(grids, scores)}
+  cands = list(record.candidates)
+  known = {grid_key(c.grid) for c in cands}
   for g in grids:  # a ranked-only grid (a fill-in) is still a candidate with its score
-    if _key(g) not in known:
-      cands.append({"grid": g, "count": 0, "identity_count": 0})
-  for c in cands:
-    c["poe"] = by_key.get(_key(c["grid"]))
-  out["candidates"] = cands
-  return out
+    if grid_key(g) not in known:
+      cands.append(Candidate(np.asarray(g).tolist(), 0, 0))
+  cands = [dataclasses.replace(c, poe=by_key.get(grid_key(c.grid))) for c in cands]
+  return dataclasses.replace(record, candidates=tuple(cands), scored=True)
 
 
-def order(record: dict, method: str) -> list[list]:
+def order(record: CandidateRecord, method: str) -> list[list]:
   """Every distinct candidate grid of ``record``, best first, under ``method``."""
   check_method(method)
   if method == "vote":  # exactly the vote's ranking (what the pipeline always did)
     return vote_order(record, ranked_only=True)
   voted = vote_order(record)
-  score = {_key(c["grid"]): c.get("poe")
-           for c in record.get("candidates", ())}
-  keys = [_key(g) for g in voted]
+  score = {grid_key(c.grid): c.poe for c in record.candidates}
+  keys = [grid_key(g) for g in voted]
   scored = [i for i, k in enumerate(keys) if score.get(k) is not None]
   unscored = [i for i, k in enumerate(keys) if score.get(k) is None]
   if method == "poe":
@@ -95,7 +89,7 @@ def order(record: dict, method: str) -> list[list]:
   return [voted[i] for i in scored + unscored]
 
 
-def attempts(record: dict, method: str, fallback: Sequence[Any] = (), n: int = 2
+def attempts(record: CandidateRecord, method: str, fallback: Sequence[Any] = (), n: int = 2
              ) -> tuple[list[list], bool]:
   """The first ``n`` grids under ``method``, topped up from ``fallback`` grids (then by
   repeating the first) when fewer are distinct: ``(attempts, topped_up)``."""
@@ -105,17 +99,13 @@ def attempts(record: dict, method: str, fallback: Sequence[Any] = (), n: int = 2
     if len(chosen) >= n:
       break
     g = np.asarray(g)
-    if not any(_key(g) == _key(a) for a in chosen):
+    if not any(grid_key(g) == grid_key(a) for a in chosen):
       chosen.append(g)
   while chosen and len(chosen) < n:
     chosen.append(chosen[0])
   return [np.asarray(a).tolist() for a in chosen], topped
 
 
-def score_of(record: dict, grid: Any) -> Optional[float]:
+def score_of(record: CandidateRecord, grid: Any) -> Optional[float]:
   """The ``poe`` score attached to ``grid`` in ``record`` (None: not scored)."""
-  k = _key(grid)
-  for c in record.get("candidates", ()):
-    if _key(c["grid"]) == k:
-      return c.get("poe")
-  return None
+  return record.count_and_score(grid)[1]

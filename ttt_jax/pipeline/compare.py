@@ -20,7 +20,8 @@ import numpy as np
 from ttt_jax import selftrain
 from ttt_jax.arc import splits
 from ttt_jax.arc.task import Task, grids_equal
-from ttt_jax.infer import selection
+from ttt_jax.infer import records, selection
+from ttt_jax.infer.records import CandidateRecord
 from ttt_jax.pipeline import predict_stage, select_stage
 
 COLUMNS = tuple(selection.METHODS) + ("pass@all",)
@@ -44,17 +45,17 @@ def run_labels(run_dirs: Sequence[str], labels: Sequence[str]) -> list[str]:
   return labels
 
 
-def run_records(run_dir: str, tasks: Sequence[Task]) -> tuple[dict[str, list[dict]], bool]:
+def run_records(run_dir: str, tasks: Sequence[Task]) -> tuple[dict[str, list[CandidateRecord]], bool]:
   """(task id -> records, finished): candidates.json of a finished run, else the tasks whose
   predictions are done so far."""
   path = os.path.join(run_dir, "candidates.json")
   if os.path.exists(path):
     with open(path) as f:
-      return json.load(f), True
+      return records.records_from_json(json.load(f)), True
   return predict_stage.finished_records(run_dir, tasks), False
 
 
-def round_records(run_dir: str, tasks: Sequence[Task]) -> list[dict[str, list[dict]]]:
+def round_records(run_dir: str, tasks: Sequence[Task]) -> list[dict[str, list[CandidateRecord]]]:
   """Each self-training round's records of a run (``ttt_jax.selftrain``): round 0 is the
   run's prediction stage; round r adds the tasks re-predicted in ``selftrain/round<r>`` (the
   accepted ones; none when the round accepted nothing) over round r-1, so every round covers
@@ -105,7 +106,7 @@ def round_summaries(run_dir: str, max_token_acc_drop: float = 0.0) -> list[dict]
   return rounds
 
 
-def solved_by_method(results: dict[str, list[dict]], tasks: Sequence[Task]) -> dict[str, int]:
+def solved_by_method(results: dict[str, list[CandidateRecord]], tasks: Sequence[Task]) -> dict[str, int]:
   """Tasks solved (every test input right within two attempts) per method, plus pass@all
   (every test output among the candidates at all: the ceiling of any selection)."""
   solved = dict.fromkeys(COLUMNS, 0)
@@ -115,14 +116,14 @@ def solved_by_method(results: dict[str, list[dict]], tasks: Sequence[Task]) -> d
     recs = results[t.task_id]
     for m in selection.METHODS:
       solved[m] += all(any(_same(a, t.test[j].output)
-                           for a in select_stage.select_test_input(r, t, j, m)["attempts"])
+                           for a in select_stage.select_test_input(r, t, j, m).attempts)
                        for j, r in enumerate(recs))
     solved["pass@all"] += all(any(_same(g, t.test[j].output) for g in selection.vote_order(r))
                               for j, r in enumerate(recs))
   return solved
 
 
-def table_rows(runs: Sequence[tuple[str, dict[str, list[dict]]]], tasks: Sequence[Task],
+def table_rows(runs: Sequence[tuple[str, dict[str, list[CandidateRecord]]]], tasks: Sequence[Task],
                by_family: bool = False, by_level: bool = False) -> list[dict]:
   """One row per (task group, run) over the tasks with truth that every run has finished:
   ``group`` ("all", then each family when ``by_family``, then each ARC-AGI-1 evaluation
@@ -147,9 +148,8 @@ def table_rows(runs: Sequence[tuple[str, dict[str, list[dict]]]], tasks: Sequenc
           group=name, run=label, tasks=len(ts), **solved_by_method(results, ts),
           candidates=float(np.mean([len(selection.vote_order(r)) for r in per_input]))
           if per_input else 0.0,
-          inputs_scored=sum(any(c.get("poe") is not None for c in r["candidates"])
-                            for r in per_input),
+          inputs_scored=sum(any(c.poe is not None for c in r.candidates) for r in per_input),
           inputs=len(per_input),
-          views_parsed=sum(r["num_views"] - r["num_invalid"] for r in per_input),
-          views=sum(r["num_views"] for r in per_input)))
+          views_parsed=sum(r.num_parsed for r in per_input),
+          views=sum(r.num_views for r in per_input)))
   return rows

@@ -11,21 +11,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from ttt_jax.arc import splits
-from ttt_jax.arc.task import Task, grids_equal
+from ttt_jax.arc.task import Task
 from ttt_jax.eval import report, scoring, submission
-from ttt_jax.infer import selection
-
-
-def _count_and_score(record: dict, grid: Any) -> tuple[int, Optional[float]]:
-  for c in record["candidates"]:
-    if grids_equal(c["grid"], grid):
-      return c["count"], c.get("poe")
-  return 0, None
+from ttt_jax.infer import records, selection
+from ttt_jax.infer.records import CandidateRecord
 
 
 def training_curve_svg(model_dir: str) -> str:
@@ -42,17 +36,17 @@ def training_curve_svg(model_dir: str) -> str:
                           title=f"base model fine-tuning ({meta.get('steps', '?')} steps)")
 
 
-def write_outputs(out_dir: str, tasks: Sequence[Task], results: dict[str, list[dict]],
+def write_outputs(out_dir: str, tasks: Sequence[Task], results: dict[str, list[CandidateRecord]],
                   errors: Sequence[Exception], ttt_notes: dict[str, str],
                   timings: dict[str, float], title: str, model_dir: str = "") -> dict:
   """submission.json, candidates.json, scores.json, errors.json, timings.json, report.html."""
-  attempts = {tid: [[np.asarray(a, np.int8) for a in r["attempts"]] for r in rs]
+  attempts = {tid: [[np.asarray(a, np.int8) for a in r.attempts] for r in rs]
               for tid, rs in results.items()}
   submission.write_submission(os.path.join(out_dir, "submission.json"),
                               {tid: [tuple(a) for a in per] for tid, per in attempts.items()},
                               expected_tests={t.task_id: len(t.test) for t in tasks})
   with open(os.path.join(out_dir, "candidates.json"), "w") as f:
-    json.dump(results, f)
+    json.dump(records.records_to_json(results), f)
   levels = splits.eval_levels()
   scored = [t for t in tasks if t.has_test_outputs]
   scores = scoring.score_submission(attempts, scoring.solutions_from_tasks(scored), levels)
@@ -61,13 +55,13 @@ def write_outputs(out_dir: str, tasks: Sequence[Task], results: dict[str, list[d
   summary = {
       "num_tasks": len(tasks), "num_scored": len(scored),
       "solved": sum(s.correct for s in scores),
-      "views": sum(r["num_views"] for r in per_input),
-      "views_parsed": sum(r["num_views"] - r["num_invalid"] for r in per_input),
-      "fallback_inputs": sum(bool(r["fallback"]) for r in per_input),
+      "views": sum(r.num_views for r in per_input),
+      "views_parsed": sum(r.num_parsed for r in per_input),
+      "fallback_inputs": sum(r.fallback for r in per_input),
       "tasks": [dataclasses.asdict(s) for s in scores],
       "table": [dataclasses.asdict(r) if dataclasses.is_dataclass(r) else r for r in table],
   }
-  if any("rounds" in r for r in per_input):  # self-training: pass@2 after each round
+  if any(r.rounds is not None for r in per_input):  # self-training: pass@2 after each round
     from ttt_jax import selftrain  # deferred: imports the training stack
     solutions = scoring.solutions_from_tasks(scored)
     summary["solved_by_round"] = [
@@ -87,13 +81,13 @@ def write_outputs(out_dir: str, tasks: Sequence[Task], results: dict[str, list[d
     tests = []
     for j, r in enumerate(results[t.task_id]):
       tests.append(report.TestInputReport(
-          t.test[j].input, [np.asarray(a) for a in r["attempts"]], t.test[j].output,
-          votes=[(np.asarray(g), *_count_and_score(r, g))
-                 for g in selection.order(r, r.get("select", "vote"))[:5]]
-          if r.get("select", "vote") != "vote"
-          else [(np.asarray(c["grid"]), c["count"], c.get("poe")) for c in r["candidates"][:5]],
-          num_candidates=r["num_views"] - r["num_invalid"], num_invalid=r["num_invalid"],
-          rounds=report.history_figures(r.get("rounds", ()))))
+          t.test[j].input, [np.asarray(a) for a in r.attempts], t.test[j].output,
+          votes=[(np.asarray(g), *r.count_and_score(g))
+                 for g in selection.order(r, r.select)[:5]]
+          if r.select != "vote"
+          else [(np.asarray(c.grid), c.count, c.poe) for c in r.candidates[:5]],
+          num_candidates=r.num_parsed, num_invalid=r.num_invalid,
+          rounds=report.history_figures(r.rounds or ())))
     s = by_id.get(t.task_id)
     reps.append(report.TaskReport(t, tests, level=levels.get(t.task_id),
                                   correct=None if s is None else s.correct,

@@ -22,6 +22,7 @@ from ttt_jax import atomic_json
 from ttt_jax.arc.task import Task, grids_equal
 from ttt_jax.data import tokens as tokens_lib
 from ttt_jax.infer import predict, selection, views as views_lib
+from ttt_jax.infer.records import CandidateRecord
 from ttt_jax.pipeline import select_stage, ttt_stage
 
 PREDICTIONS = "predictions"
@@ -104,7 +105,7 @@ def _plan_groups(tasks: Sequence[Task], view_cfg: Any, context: int, group_size:
   return [entries[g:g + group_size] for g in range(0, len(entries), group_size)]
 
 
-def finished_records(out_dir: str, tasks: Sequence[Task]) -> dict[str, list[dict]]:
+def finished_records(out_dir: str, tasks: Sequence[Task]) -> dict[str, list[CandidateRecord]]:
   """Task id -> per-input records of the tasks whose every test input is predicted in
   ``out_dir``, read while a run is still going (assembled files or their parts)."""
   results = {}
@@ -112,14 +113,14 @@ def finished_records(out_dir: str, tasks: Sequence[Task]) -> dict[str, list[dict
     path = _prediction_path(out_dir, t.task_id)
     if os.path.exists(path):
       with open(path) as f:
-        results[t.task_id] = json.load(f)["tests"]
+        results[t.task_id] = [CandidateRecord.from_json(r) for r in json.load(f)["tests"]]
       continue
     parts = [_part_path(out_dir, t.task_id, j) for j in range(len(t.test))]
     if all(os.path.exists(p) for p in parts):
       tests = []
       for p in parts:
         with open(p) as f:
-          tests.append(json.load(f))
+          tests.append(CandidateRecord.from_json(json.load(f)))
       results[t.task_id] = tests
   return results
 
@@ -193,7 +194,7 @@ class CallSettings:
 
 def predict_call(engine: Any, settings: CallSettings,
                  part: Sequence[tuple[Task, int, list[views_lib.View]]],
-                 adapters: Mapping[str, Any]) -> tuple[list[dict], dict[str, float], int]:
+                 adapters: Mapping[str, Any]) -> tuple[list[CandidateRecord], dict[str, float], int]:
   """One decoding call over ``part`` (test inputs that share a context): greedy answers of every
   view, depth-first answers when searching, the vote, and PoE scores when the selection needs
   them. Returns (each input's record, seconds per phase, new tokens decoded per view)."""
@@ -240,7 +241,7 @@ def predict_tasks(engine: Any, tasks: Sequence[Task], adapters: Mapping[str, Any
                   lcfg: Any, out_dir: str, view_cfg: Any, group_size: int,
                   vote_cfg: Optional[Mapping[str, Any]] = None, search_cfg: Any = None,
                   select_cfg: Any = None, timings: Optional[dict[str, float]] = None
-                  ) -> dict[str, list[dict]]:
+                  ) -> dict[str, list[CandidateRecord]]:
   """Predicts every test input of every task on ``engine`` (``pipeline.engine``), reusing
   finished prediction files.
 
@@ -281,7 +282,7 @@ def predict_tasks(engine: Any, tasks: Sequence[Task], adapters: Mapping[str, Any
       records, seconds, max_new = predict_call(engine, settings, part, adapters)
       for (t, j, _), record in zip(part, records):
         if not done(t, j):
-          atomic_json.write_json(_part_path(out_dir, t.task_id, j), record)
+          atomic_json.write_json(_part_path(out_dir, t.task_id, j), record.to_json())
       if timings is not None:
         for k, v in seconds.items():
           timings[f"predict_{k}"] = timings.get(f"predict_{k}", 0.0) + v
@@ -296,13 +297,13 @@ def predict_tasks(engine: Any, tasks: Sequence[Task], adapters: Mapping[str, Any
   results = {}
   for t in tasks:
     with open(_prediction_path(out_dir, t.task_id)) as f:
-      results[t.task_id] = json.load(f)["tests"]
+      results[t.task_id] = [CandidateRecord.from_json(r) for r in json.load(f)["tests"]]
   return results
 
 
 def run(cfg: Any, tasks: Sequence[Task], engine: Any, lcfg: Any,
         adapters: Mapping[str, Any], *, out_dir: Optional[str] = None,
-        timings: Optional[dict[str, float]] = None) -> dict[str, list[dict]]:
+        timings: Optional[dict[str, float]] = None) -> dict[str, list[CandidateRecord]]:
   """``predict_tasks`` with the config's ``infer``, ``vote``, ``search`` and ``select``
   sections into ``out_dir`` (default ``cfg.out_dir``); returns task id -> per-input records."""
   return predict_tasks(engine, tasks, adapters, lcfg=lcfg,

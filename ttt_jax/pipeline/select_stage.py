@@ -1,7 +1,7 @@
 """Attempt selection: the two attempts of one test input from its answers or its record.
 
-Pure functions over the plain records written to ``candidates.json``: ``vote_test_input``
-votes over a test input's answers, ``select_test_input`` picks the attempts by a
+Pure functions over a test input's ``records.CandidateRecord``: ``vote_test_input``
+votes over its answers into a record, ``select_test_input`` picks the attempts by a
 ``ttt_jax.infer.selection`` method, and a test input with fewer than two distinct candidates is
 topped up from ``fallback_attempts``. The prediction stage calls them per decoded group (PoE
 scores need the group's views); ``experiments/selection_table.py`` reruns them on a finished run.
@@ -9,6 +9,7 @@ scores need the group's views); ``experiments/selection_table.py`` reruns them o
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -17,6 +18,7 @@ from ttt_jax import voting
 from ttt_jax.arc.task import Grid, Task
 from ttt_jax.eval import baseline
 from ttt_jax.infer import predict, selection
+from ttt_jax.infer.records import Candidate, CandidateRecord, Ranked
 
 VOTE_METHODS = ("hierarchical", "flat")
 
@@ -33,8 +35,8 @@ def _grid_json(g: Optional[Grid]) -> Optional[list]:
 
 def vote_test_input(answers: Sequence[predict.ViewAnswer], task: Task, test_index: int,
                     method: str = "hierarchical", extra: Sequence[predict.ViewAnswer] = (),
-                    **options: Any) -> dict:
-  """Voted attempts for one test input, as plain JSON-able data.
+                    **options: Any) -> CandidateRecord:
+  """Voted attempts for one test input: its record, attempts chosen by the vote.
 
   ``answers`` holds one greedy answer per view; ``extra`` more answers of the same views
   (depth-first search), which vote like the others but are not views. ``method``
@@ -52,23 +54,19 @@ def vote_test_input(answers: Sequence[predict.ViewAnswer], task: Task, test_inde
   ranked = (voting.hierarchical_vote(cands, **options) if method == "hierarchical"
             else voting.flat_vote(cands))
   counts = voting.flat_vote(cands)
-  record = {
-      "num_views": len(answers),
-      "num_invalid": n_invalid,
-      "num_extra": len(extra),
-      "ranked": [{"grid": _grid_json(v.grid), "votes": v.votes, "count": v.count,
-                  "fill_in": v.fill_in} for v in ranked],
-      "candidates": [{"grid": _grid_json(v.grid), "count": v.count,
-                      "identity_count": v.identity_count} for v in counts],
-  }
+  record = CandidateRecord(
+      num_views=len(answers), num_invalid=n_invalid, num_extra=len(extra),
+      ranked=tuple(Ranked(_grid_json(v.grid), v.votes, v.count, v.fill_in) for v in ranked),
+      candidates=tuple(Candidate(_grid_json(v.grid), v.count, v.identity_count)
+                       for v in counts))
   return select_test_input(record, task, test_index, "vote")
 
 
-def select_test_input(record: dict, task: Task, test_index: int, method: str) -> dict:
+def select_test_input(record: CandidateRecord, task: Task, test_index: int, method: str
+                      ) -> CandidateRecord:
   """``record`` with its two ``attempts`` chosen by ``method`` (``ttt_jax.infer.selection``),
   topped up from ``fallback_attempts`` when fewer than two distinct candidates exist."""
   ranked = selection.order(record, method)
   fallback = fallback_attempts(task, test_index) if len(ranked) < 2 else ()
   attempts, topped = selection.attempts(record, method, fallback)
-  return {"attempts": attempts, "fallback": topped, "select": method,
-          **{k: v for k, v in record.items() if k not in ("attempts", "fallback", "select")}}
+  return dataclasses.replace(record, attempts=tuple(attempts), fallback=topped, select=method)
