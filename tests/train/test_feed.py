@@ -7,7 +7,7 @@ import itertools
 
 import numpy as np
 import pytest
-from conftest import Ex
+from train_helpers import Ex
 
 from ttt_jax.data import batching
 from ttt_jax.train import feed, task_stream

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import finetune as finetune_config
-from conftest import synthetic_stream
+from train_helpers import synthetic_stream
 from ttt_jax.train import finetune, metrics_log, task_stream
 
 

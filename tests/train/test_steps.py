@@ -8,7 +8,7 @@ from ttt_jax.data import batching
 from ttt_jax.train import steps
 from ttt_jax.train.optim import OptimConfig
 
-from conftest import random_examples, tiny_adapter, tiny_model, tiny_params
+from train_helpers import random_examples, tiny_adapter, tiny_model, tiny_params
 
 CFG, LCFG, APPLY = tiny_model()
 

@@ -11,7 +11,7 @@ from ttt_jax.parallel import mesh as mesh_lib
 from ttt_jax.train import checkpoint, ttt
 from ttt_jax.train.optim import ttt_optim_config
 
-from conftest import tiny_model, tiny_params
+from train_helpers import tiny_model, tiny_params
 
 CFG, LCFG, _ = tiny_model()
 # eps=1e-3: grouped and one-by-one training sum in another order; with Adam's default eps=1e-8

@@ -1,4 +1,4 @@
-"""Shared tiny fixtures for training tests."""
+"""Shared tiny models and data for the training tests (plain helpers, imported by name)."""
 
 from __future__ import annotations
 
