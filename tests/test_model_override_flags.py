@@ -34,3 +34,17 @@ def test_finetune_binary_applies_command_line_model_overrides(tmp_path):
   # the rest is the tiny preset plus the quick preset's own overrides, as without flags
   assert (cfg["n_layers"], cfg["head_dim"], cfg["max_seq_len"], cfg["dtype"], cfg["remat"],
           cfg["name"]) == (2, 16, 1024, "float32", False, "tiny")
+
+
+def test_auto_attention_is_cudnn_on_a_gpu_and_flash_elsewhere(monkeypatch):
+  """The paper preset's ``attention_impl="auto"`` never reaches ModelConfig: reading the
+  section resolves it for the backend (a GPU is stood in for by ``default_backend``)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from experiments.configs import pipeline as pipeline_config  # pylint: disable=g-import-not-at-top
+  from ttt_jax.model import config, overrides  # pylint: disable=g-import-not-at-top
+  over = overrides.set_overrides(pipeline_config.get_config("paper").model_overrides)
+  assert jax.default_backend() == "cpu" and over["attention_impl"] == "flash"
+  config.get_config("tiny").replace(**over)  # a valid ModelConfig
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert overrides.set_overrides({"attention_impl": "auto"}) == {"attention_impl": "cudnn"}
+  assert overrides.set_overrides({"attention_impl": "xla", "dim": None}) == {"attention_impl": "xla"}

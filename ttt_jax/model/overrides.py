@@ -7,6 +7,10 @@ they reach ``ModelConfig.replace``, so an untouched section changes nothing.
 
 ``rope_scaling`` (a mapping) is left out: ml_collections cannot parse a dict from a flag. Set it
 from Python, or through a model directory's ``config.json``.
+
+``attention_impl="auto"`` (a section value only, resolved by ``set_overrides``) picks by backend:
+cuDNN's fused attention on a GPU, else the pure-JAX blockwise ``flash`` form; both keep
+attention memory linear in the context, where XLA's default keeps every T x T score.
 """
 
 from __future__ import annotations
@@ -52,9 +56,19 @@ def override_fields(**preset: Any) -> config_dict.ConfigDict:
       name: config_dict.FieldReference(preset.get(name), field_type=t) for name, t in types.items()})
 
 
+def auto_attention() -> str:
+  """What ``attention_impl="auto"`` means on this process's default backend."""
+  import jax  # deferred: config files import this module
+  return "cudnn" if jax.default_backend() == "gpu" else "flash"
+
+
 def set_overrides(section: Optional[Mapping[str, Any]]) -> dict[str, Any]:
-  """The overrides a ``model_overrides`` section (or plain dict, or None) actually sets."""
-  return {k: v for k, v in dict(section or {}).items() if v is not None}
+  """The overrides a ``model_overrides`` section (or plain dict, or None) actually sets, with
+  ``attention_impl="auto"`` resolved for this backend."""
+  out = {k: v for k, v in dict(section or {}).items() if v is not None}
+  if out.get("attention_impl") == "auto":
+    out["attention_impl"] = auto_attention()
+  return out
 
 
 def lora_section(**preset: Any) -> config_dict.ConfigDict:
