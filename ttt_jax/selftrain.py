@@ -284,8 +284,8 @@ class Rounds:
     self.current = {}
     for t in tasks:
       a = adapters.get(t.task_id)
-      self.current[t.task_id] = (a if a is not None else jax.tree.map(
-          np.asarray, ttt.init_adapter(mcfg, lcfg, t.task_id, tcfg.seed)))
+      self.current[t.task_id] = (a if a is not None else jax.device_get(
+          ttt.init_adapter(mcfg, lcfg, t.task_id, tcfg.seed)))
     self.records = {tid: list(rs) for tid, rs in results.items()}
     self.history = {tid: [[round_entry(0, rec)] for rec in rs] for tid, rs in self.records.items()}
     self.active = [t.task_id for t in tasks]

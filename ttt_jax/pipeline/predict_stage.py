@@ -182,7 +182,7 @@ class CallSettings:
     use_lora = lcfg is not None and any_adapter
     zero = None
     if use_lora:  # tasks without TTT use a fresh adapter: B = 0, so exactly the base model
-      zero = jax.tree.map(np.asarray, lora_lib.init_lora(engine.mcfg, lcfg, sharding.rng_key(0)))
+      zero = jax.device_get(lora_lib.init_lora(engine.mcfg, lcfg, sharding.rng_key(0)))
     # Padded task axis: every call's K is the group size, so the last short group (or a split
     # one) reuses the program the full groups compiled.
     return cls(lcfg=lcfg if use_lora else None, zero=zero,

@@ -114,7 +114,7 @@ def train_group(params: PyTree, datasets: Sequence[Sequence[Any]], task_ids: Seq
     raise ValueError(f"{len(initial)} initial adapters for {len(task_ids)} tasks")
   starts = [init_adapter(mcfg, lcfg, t, tcfg.seed) for t in ids]
   if initial is not None:
-    starts[:len(task_ids)] = [jax.tree.map(np.asarray, a) for a in initial]
+    starts[:len(task_ids)] = list(initial)  # host or device: lora.stack places them
   adapters = lora.stack(starts)
   # The adapters and step counts are arguments, not closure constants baked into the program.
   init = lambda adapters_K, steps_K: steps.init_multitask_state(adapters_K, ocfg, steps_K)
