@@ -47,4 +47,5 @@ def test_auto_attention_is_cudnn_on_a_gpu_and_flash_elsewhere(monkeypatch):
   config.get_config("tiny").replace(**over)  # a valid ModelConfig
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
   assert overrides.set_overrides({"attention_impl": "auto"}) == {"attention_impl": "cudnn"}
-  assert overrides.set_overrides({"attention_impl": "xla", "dim": None}) == {"attention_impl": "xla"}
+  assert overrides.set_overrides({"attention_impl": "xla", "dim": None}) == {
+      "attention_impl": "xla"}

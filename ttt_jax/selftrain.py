@@ -53,7 +53,8 @@ class ConfidenceRule:
       raise ValueError(f"min_margin must be >= 0, got {self.min_margin}")
 
 
-def pseudo_label(record: CandidateRecord, rule: ConfidenceRule, method: str = "vote") -> Optional[Grid]:
+def pseudo_label(record: CandidateRecord, rule: ConfidenceRule, method: str = "vote"
+                 ) -> Optional[Grid]:
   """The E-step for one test input: its leading candidate under ``method`` if ``rule`` trusts
   it, else None."""
   order = selection.order(record, method)
@@ -138,7 +139,8 @@ def verified(before: np.ndarray, after: np.ndarray, token_acc_before: Optional[n
   return float(np.mean(token_acc_after)) >= float(np.mean(token_acc_before)) - max_token_acc_drop
 
 
-def top_unchanged(before: Sequence[CandidateRecord], after: Sequence[CandidateRecord], method: str = "vote") -> bool:
+def top_unchanged(before: Sequence[CandidateRecord], after: Sequence[CandidateRecord],
+                  method: str = "vote") -> bool:
   """Whether every test input's leading candidate is the same in two rounds' records (the
   task is then cached: no more rounds)."""
   def top(r):
@@ -200,8 +202,9 @@ def _truth_match(task: Task, labels: dict[int, Grid]) -> Optional[int]:
 HISTORY_CANDIDATES = 8  # leading candidates kept per round in a record's "rounds" history
 
 
-def round_entry(r: int, record: Optional[CandidateRecord] = None, *, status: Optional[str] = None,
-                label: Optional[Grid] = None, unchanged: Optional[bool] = None) -> dict:
+def round_entry(r: int, record: Optional[CandidateRecord] = None, *,
+                status: Optional[str] = None, label: Optional[Grid] = None,
+                unchanged: Optional[bool] = None) -> dict:
   """One round of a test input's self-training history (``record.rounds``): the round's
   decision (``status``: accepted, rejected, no_data, no_label), the pseudo-label it trained on,
   and, when the round predicted, its attempts and leading candidates (round 0: before
@@ -261,8 +264,9 @@ class Rounds:
   """
 
   def __init__(self, params: Any, tasks: Sequence[Task], adapters: Mapping[str, Any],
-               results: dict[str, list[CandidateRecord]], *, mcfg: Any, lcfg: Any, ocfg: Any, tcfg: Any,
-               st_cfg: Any, select_method: str, out_dir: str, task_parallel: bool = False,
+               results: dict[str, list[CandidateRecord]], *, mcfg: Any, lcfg: Any, ocfg: Any,
+               tcfg: Any, st_cfg: Any, select_method: str, out_dir: str,
+               task_parallel: bool = False,
                step_fn: Any = None):
     import jax  # deferred: the pure parts above import without JAX
     from ttt_jax.parallel import multihost

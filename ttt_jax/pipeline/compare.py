@@ -45,7 +45,8 @@ def run_labels(run_dirs: Sequence[str], labels: Sequence[str]) -> list[str]:
   return labels
 
 
-def run_records(run_dir: str, tasks: Sequence[Task]) -> tuple[dict[str, list[CandidateRecord]], bool]:
+def run_records(run_dir: str, tasks: Sequence[Task]
+                ) -> tuple[dict[str, list[CandidateRecord]], bool]:
   """(task id -> records, finished): candidates.json of a finished run, else the tasks whose
   predictions are done so far."""
   path = os.path.join(run_dir, "candidates.json")
@@ -106,7 +107,8 @@ def round_summaries(run_dir: str, max_token_acc_drop: float = 0.0) -> list[dict]
   return rounds
 
 
-def solved_by_method(results: dict[str, list[CandidateRecord]], tasks: Sequence[Task]) -> dict[str, int]:
+def solved_by_method(results: dict[str, list[CandidateRecord]], tasks: Sequence[Task]
+                     ) -> dict[str, int]:
   """Tasks solved (every test input right within two attempts) per method, plus pass@all
   (every test output among the candidates at all: the ceiling of any selection)."""
   solved = dict.fromkeys(COLUMNS, 0)

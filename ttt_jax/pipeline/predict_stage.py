@@ -194,7 +194,8 @@ class CallSettings:
 
 def predict_call(engine: Any, settings: CallSettings,
                  part: Sequence[tuple[Task, int, list[views_lib.View]]],
-                 adapters: Mapping[str, Any]) -> tuple[list[CandidateRecord], dict[str, float], int]:
+                 adapters: Mapping[str, Any]
+                 ) -> tuple[list[CandidateRecord], dict[str, float], int]:
   """One decoding call over ``part`` (test inputs that share a context): greedy answers of every
   view, depth-first answers when searching, the vote, and PoE scores when the selection needs
   them. Returns (each input's record, seconds per phase, new tokens decoded per view)."""

@@ -19,7 +19,8 @@ from ttt_jax.pipeline import predict_stage, ttt_stage
 
 
 def run(cfg: Any, tasks: Sequence[Task], engine: Any, lcfg: Any,
-        adapters: Mapping[str, Any], results: dict[str, list[CandidateRecord]]) -> dict[str, list[CandidateRecord]]:
+        adapters: Mapping[str, Any], results: dict[str, list[CandidateRecord]]
+        ) -> dict[str, list[CandidateRecord]]:
   """Self-training rounds after prediction (``ttt_jax.selftrain``); returns the final records.
   Rounds write under ``<out_dir>/selftrain/``; the adapters continue with the TTT settings
   (``self_train.learning_rate``, when set, replaces TTT's rate)."""
