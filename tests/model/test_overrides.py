@@ -97,8 +97,10 @@ def test_untouched_sections_leave_configs_unchanged(tmp_path):
   _, loaded = checkpoint.load_base_model(
       str(tmp_path / "m"), "", overrides.set_overrides(parse("finetune.py").model_overrides))
   assert loaded == saved
-  # the paper preset sets one field: layer remat (memory, not results: experiments/memory_plan.py)
-  assert overrides.set_overrides(parse("pipeline.py:paper").model_overrides) == {"remat": True}
+  # the paper preset sets memory, not results (experiments/memory_plan.py): layer remat, and
+  # attention "auto", which this CPU reads as the blockwise flash form
+  assert overrides.set_overrides(parse("pipeline.py:paper").model_overrides) == {
+      "remat": True, "attention_impl": "flash"}
   # the CPU-sized pipeline presets set one field: blocked attention, the rest as saved
   cpu = overrides.set_overrides(parse("pipeline.py").model_overrides)
   assert cpu == {"attention_impl": "blocked"}
