@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+import pytest
 
 from experiments import train_throughput
 from ttt_jax.model import store, transformer
@@ -29,7 +30,9 @@ def test_decode_flops_count_every_matmul_weight_once_and_the_live_cache():
 def test_decode_measurement_runs():
   cfg = train_throughput.model_config(64, 2, "float32", True)
   r = train_throughput.measure_decode(cfg, rows=2, prompt=8, new=4, iters=1)
-  assert r["s"] > 0 and r["tok_s"] > 0 and r["gflops"] > 0
+  # the rates are the counted work over the measured time (how fast is BENCHMARKS.md's business)
+  assert r["tok_s"] == pytest.approx(2 * 4 / r["s"])
+  assert r["read_gbs"] == pytest.approx(train_throughput.decode_bytes(cfg, 2, 8, 4) / r["s"] / 1e9)
 
 
 def test_decode_bytes_count_every_matmul_weight_and_the_live_cache_each_step():
@@ -47,7 +50,7 @@ def test_baseline_decoder_of_this_revision_gives_the_same_tokens():
   cfg = train_throughput.model_config(64, 2, "float32", True)
   r = train_throughput.measure_decode(cfg, rows=2, prompt=8, new=4, iters=1,
                                       baseline=train_throughput.decoder_at("HEAD"))
-  assert r["same_tokens"] and r["baseline_s"] > 0 and r["read_gbs"] > 0
+  assert r["same_tokens"] and {"s", "baseline_s", "tok_s", "read_gbs"} <= set(r)
 
 
 def test_dot_profile_counts_every_product_of_forward_and_backward_through_a_scan():
@@ -66,4 +69,4 @@ def test_dot_profile_counts_every_product_of_forward_and_backward_through_a_scan
   assert sum(dots.values()) == 3 * L  # forward, dx, dw per layer
   assert sum(d.flops * n for d, n in dots.items()) == 3 * L * 2 * B * D * D
   r = dot_profile.dot_bound(jax.grad(loss), jnp.ones((L, D, D)), jnp.ones((B, D)))
-  assert r["calls"] == 3 * L and r["flops"] == 3 * L * 2 * B * D * D and r["seconds"] > 0
+  assert r["calls"] == 3 * L and r["flops"] == 3 * L * 2 * B * D * D and "seconds" in r
