@@ -112,9 +112,9 @@ def train_group(params: PyTree, datasets: Sequence[Sequence[Any]], task_ids: Seq
   ids = list(task_ids) + [f"__pad{i}__" for i in range(k_total - len(task_ids))]
   if initial is not None and len(initial) != len(task_ids):
     raise ValueError(f"{len(initial)} initial adapters for {len(task_ids)} tasks")
-  starts = [init_adapter(mcfg, lcfg, t, tcfg.seed) for t in ids]
-  if initial is not None:
-    starts[:len(task_ids)] = list(initial)  # host or device: lora.stack places them
+  # Given adapters (host or device: lora.stack places them) continue; fresh ones for the rest.
+  starts = list(initial) if initial is not None else []
+  starts += [init_adapter(mcfg, lcfg, t, tcfg.seed) for t in ids[len(starts):]]
   adapters = lora.stack(starts)
   # The adapters and step counts are arguments, not closure constants baked into the program.
   init = lambda adapters_K, steps_K: steps.init_multitask_state(adapters_K, ocfg, steps_K)
