@@ -105,15 +105,18 @@ def _plan_groups(tasks: Sequence[Task], view_cfg: Any, context: int, group_size:
   return [entries[g:g + group_size] for g in range(0, len(entries), group_size)]
 
 
+def _load_prediction(out_dir: str, task_id: str) -> list[CandidateRecord]:
+  with open(_prediction_path(out_dir, task_id)) as f:
+    return [CandidateRecord.from_json(r) for r in json.load(f)["tests"]]
+
+
 def finished_records(out_dir: str, tasks: Sequence[Task]) -> dict[str, list[CandidateRecord]]:
   """Task id -> per-input records of the tasks whose every test input is predicted in
   ``out_dir``, read while a run is still going (assembled files or their parts)."""
   results = {}
   for t in tasks:
-    path = _prediction_path(out_dir, t.task_id)
-    if os.path.exists(path):
-      with open(path) as f:
-        results[t.task_id] = [CandidateRecord.from_json(r) for r in json.load(f)["tests"]]
+    if os.path.exists(_prediction_path(out_dir, t.task_id)):
+      results[t.task_id] = _load_prediction(out_dir, t.task_id)
       continue
     parts = [_part_path(out_dir, t.task_id, j) for j in range(len(t.test))]
     if all(os.path.exists(p) for p in parts):
@@ -295,11 +298,7 @@ def predict_tasks(engine: Any, tasks: Sequence[Task], adapters: Mapping[str, Any
     _assemble(out_dir, tasks, finished)
   if task_parallel:
     multihost.barrier("predictions_merged")
-  results = {}
-  for t in tasks:
-    with open(_prediction_path(out_dir, t.task_id)) as f:
-      results[t.task_id] = [CandidateRecord.from_json(r) for r in json.load(f)["tests"]]
-  return results
+  return {t.task_id: _load_prediction(out_dir, t.task_id) for t in tasks}
 
 
 def run(cfg: Any, tasks: Sequence[Task], engine: Any, lcfg: Any,
